@@ -1,0 +1,5 @@
+"""Allow `python -m qwenocr`."""
+
+from qwenocr.cli import main
+
+main()
