@@ -7,6 +7,7 @@ Heavy modules are imported inside the commands so that `qwenocr --help` stays in
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,7 +16,7 @@ import typer
 from typing_extensions import Annotated
 
 from qwenocr import __version__
-from qwenocr.errors import ExitCode, QwenOCRError
+from qwenocr.errors import ExitCode, QwenOCRError, Terminated
 
 app = typer.Typer(
     name="qwenocr",
@@ -38,6 +39,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
@@ -51,18 +53,270 @@ def _root(
       qwenocr scan report.pdf > report.md
       qwenocr scan scan.png --format json -o scan.json
     """
+    # QWENOCR_* variables and the config file become the invoked command's defaults
+    # (flag > env > file > default); see qwenocr/config.py and docs/configuration.md.
+    from qwenocr.config import apply_config
+
+    apply_config(ctx)
 
 
 # --- doctor --------------------------------------------------------------------------
 # (section owned by the hardware-fit work: qwenocr/doctor.py)
 
 
+@app.command("doctor")
+def doctor_command(
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
+    platform: Annotated[
+        Optional[str],
+        typer.Option("--platform", help="What-if: describe a machine instead of this one: apple, cuda or cpu."),
+    ] = None,
+    memory: Annotated[
+        Optional[float],
+        typer.Option("--memory", help="What-if: RAM / unified memory in GB as sold (binary: 256 = 256 GiB)."),
+    ] = None,
+    vram: Annotated[
+        Optional[str],
+        typer.Option("--vram", help="What-if: VRAM per GPU in GB as sold, comma-separated: 24 or 48,48."),
+    ] = None,
+    chip: Annotated[
+        Optional[str],
+        typer.Option("--chip", help="What-if: chip or GPU model (M3 Ultra, RTX 4090), for its memory bandwidth."),
+    ] = None,
+    variant: Annotated[
+        Optional[str], typer.Option("--variant", help="Force a variant: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.")
+    ] = None,
+    quant: Annotated[
+        Optional[str],
+        typer.Option("--quant", help="Force a precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)."),
+    ] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Force the engine: mlx or llama.cpp.")] = None,
+    max_image_tokens: Annotated[
+        int, typer.Option("--max-image-tokens", min=64, help="Visual tokens per page the estimate allows for.")
+    ] = 1536,
+    max_output_tokens: Annotated[
+        int, typer.Option("--max-output-tokens", min=16, help="Output tokens per page the estimate allows for.")
+    ] = 4096,
+) -> None:
+    """What can this machine run? Every Qwen 3.5 variant × precision against the memory it can use.
+
+    Shows the hardware found, the estimate for each model (weights + vision projector +
+    KV cache at the OCR context + activations + margin) and why it fits or not, the
+    choice `scan` will use, the files it downloads, and whether the engine is installed.
+
+    [bold]Examples[/bold]
+
+      qwenocr doctor
+      qwenocr doctor --json
+      qwenocr doctor --platform apple --memory 256 --chip "M3 Ultra"
+      qwenocr doctor --platform cuda --vram 24
+      qwenocr doctor --platform cuda --vram 48,48
+      qwenocr doctor --platform cpu --memory 24
+      qwenocr doctor --variant 27B --quant 8bit
+
+    Exit codes: 0 a model fits and its engine is installed; 5 nothing fits; 6 the engine
+    is missing (see docs/exit-codes.md).
+    """
+    from qwenocr.doctor import run as run_doctor
+
+    code = run_doctor(
+        json_output=json_output,
+        platform=platform,
+        memory=memory,
+        vram=vram,
+        chip=chip,
+        variant=variant,
+        quant=quant,
+        backend=backend,
+        max_image_tokens=max_image_tokens,
+        max_output_tokens=max_output_tokens,
+    )
+    if code:
+        # SystemExit, not typer.Exit: with standalone_mode=False Click returns an Exit's
+        # code instead of exiting, and main() would turn it into 0.
+        sys.exit(code)
+
+
 # --- scan ----------------------------------------------------------------------------
 # (section owned by the scan work: qwenocr/scan.py)
+
+_SCAN_HELP = """OCR PDFs and images (PNG, JPEG, TIFF, WebP) page by page into Markdown or JSON.
+
+The document goes to stdout (or -o); progress and messages go to stderr.
+
+[bold]Examples[/bold]
+
+  qwenocr scan report.pdf > report.md
+
+  qwenocr scan report.pdf --pages 1-3,7,10- --format json -o report.json
+
+  cat scan.pdf | qwenocr scan - --format jsonl | jq -r .text
+
+  qwenocr scan *.pdf -o out/                       one output per input
+
+  qwenocr scan a.pdf --model ./Qwen3.5-9B-Q4_K_M.gguf   a local GGUF (mmproj found beside it)
+"""
+
+
+class OutputFormat(str, enum.Enum):
+    markdown = "markdown"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class ScanBackend(str, enum.Enum):
+    mlx = "mlx"
+    llama_cpp = "llama.cpp"
+
+
+@app.command("scan", help=_SCAN_HELP, no_args_is_help=True)
+def scan_command(
+    inputs: Annotated[List[str], typer.Argument(help="PDFs or images; - reads one from stdin.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file, or directory for several inputs (default: stdout).")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)] = OutputFormat.markdown,
+    pages: Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read, 1-based: 1-3,7,10-")] = None,
+    max_image_tokens: Annotated[int, typer.Option("--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it.")] = 1536,
+    dpi: Annotated[Optional[float], typer.Option("--dpi", min=10, max=1200, help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).")] = None,
+    backend: Annotated[Optional[ScanBackend], typer.Option("--backend", help="Inference engine (default: from the hardware plan).")] = None,
+    variant: Annotated[Optional[str], typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id.")] = None,
+    mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="Vision projector GGUF for --model (default: found beside it).")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Replace the default OCR prompt (see docs/prompting.md).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, help="Most tokens generated per page.")] = 4096,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")] = 0,
+    page_timeout: Annotated[Optional[float], typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped.")] = None,
+    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model.")] = True,
+    password: Annotated[Optional[str], typer.Option("--password", help="Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file).")] = None,
+    password_file: Annotated[Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; fail if model files are not cached.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse pages finished by an interrupted run of the same command.")] = True,
+    n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no warnings on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr, including the engine's own log.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    import os
+
+    from qwenocr.backends.base import GenerationSettings
+    from qwenocr.errors import UsageError
+    from qwenocr.pages import RenderSettings
+    from qwenocr.pipeline import DEFAULT_PROMPT, ScanOptions
+    from qwenocr.progress import Reporter
+    from qwenocr.scan import ScanRequest, run_scan
+    from qwenocr.stdio import protected_stdout
+
+    if password is None and password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as error:
+            raise UsageError(f"--password-file {password_file}: {error.strerror}") from None
+    if password is None:
+        password = os.environ.get("QWENOCR_PDF_PASSWORD") or None
+    options = ScanOptions(
+        prompt=prompt or DEFAULT_PROMPT,
+        generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi),
+        page_timeout=page_timeout,
+        skip_blank=skip_blank,
+    )
+    request = ScanRequest(
+        inputs=list(inputs),
+        output=output,
+        fmt=fmt.value,
+        pages=pages,
+        password=password,
+        backend=backend.value if backend else None,
+        variant=variant,
+        quant=quant,
+        model=model,
+        mmproj=str(mmproj) if mmproj else None,
+        offline=offline,
+        resume=resume,
+        n_ctx=n_ctx,
+        verbose=verbose,
+        options=options,
+    )
+    import signal
+
+    def _terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    with protected_stdout() as document_stream:
+        code = run_scan(request, document_stream, reporter)
+    raise typer.Exit(int(code))
 
 
 # --- eval ----------------------------------------------------------------------------
 # (section owned by the eval work: qwenocr/evaluate.py)
+
+_EVAL_HELP = """Score OCR output against ground truth: CER/WER per page and overall, and text checks.
+
+OUTPUT is what qwenocr (or another tool) produced: Markdown/text, qwenocr JSON or JSONL; - reads it from stdin. REFERENCE is the ground truth: Markdown/text with pages split by <!-- page N --> lines or form feeds (or one page), or JSON. Pages pair by number.
+
+Markdown syntax is normalised away before scoring (see docs/eval.md); --no-normalize compares the raw text.
+
+[bold]Examples[/bold]
+
+  qwenocr eval report.md truth.md
+
+  qwenocr eval report.json truth.md --json | jq .cer
+
+  qwenocr eval report.md --checks checks.jsonl          present / absent / order checks
+
+  qwenocr scan page.png | qwenocr eval - page.txt
+"""
+
+
+@app.command("eval", help=_EVAL_HELP, no_args_is_help=True)
+def eval_command(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Argument(help="OCR output: .md/.txt, qwenocr .json or .jsonl; - for stdin.", show_default=False)],
+    reference: Annotated[Optional[Path], typer.Argument(help="Ground truth (.md/.txt or .json); optional with --checks.", show_default=False)] = None,
+    checks: Annotated[Optional[Path], typer.Option("--checks", "-c", help="JSONL of checks: present, absent, order (olmOCR-Bench style).", show_default=False)] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON (rates as fractions) instead of a table.")] = False,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Strip Markdown, unify quotes and whitespace before comparing.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say how pages were paired and how long scoring took.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    import json
+    import time
+
+    from qwenocr import evaluate
+    from qwenocr.config import verbosity
+    from qwenocr.console import stdout_console
+    from qwenocr.errors import UsageError
+
+    _state["debug"] = _state["debug"] or debug
+    level = verbosity(quiet, verbose, debug, ctx)
+    if reference is None and checks is None:
+        raise UsageError("nothing to score against", "give a REFERENCE file, or --checks FILE.jsonl, or both")
+    if str(output) == "-" and reference is not None and str(reference) == "-":
+        raise UsageError("only one of OUTPUT and REFERENCE can be - (stdin)")
+    started = time.perf_counter()
+    out_doc = evaluate.read_document(output, role="output")
+    ref_doc = evaluate.read_document(reference, role="reference") if reference is not None else None
+    check_list = evaluate.read_checks(checks) if checks is not None else None
+    result = evaluate.evaluate(out_doc, ref_doc, check_list, normalized=normalize, checks_source=str(checks) if checks else None)
+    elapsed = time.perf_counter() - started
+    if level >= 0:
+        for note in result.warnings():
+            typer.echo(f"qwenocr: warning: {note}", err=True)
+    if level >= 1:
+        if result.scores is not None:
+            how = "by page number" if result.scores.alignment == "page" else "as whole documents (one side has no page markers)"
+            typer.echo(f"qwenocr: compared {len(result.scores.pages)} page(s) {how}", err=True)
+        typer.echo(f"qwenocr: scored in {elapsed:.3f} s", err=True)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    console = stdout_console()
+    for part in evaluate.render(result):
+        console.print(part)
 
 
 # --- models --------------------------------------------------------------------------
@@ -74,35 +328,42 @@ def main() -> None:
     debug = "--debug" in sys.argv
     _state["debug"] = debug
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Click returns the code of a typer.Exit instead of exiting.
+        result = app(standalone_mode=False)
     except QwenOCRError as error:
-        if debug:
+        if _state["debug"]:  # a command may turn it on from QWENOCR_DEBUG or the config file
             import traceback
 
             traceback.print_exc()
         _print_error(error.one_line())
         sys.exit(int(error.exit_code))
     except KeyboardInterrupt:
-        _print_error("interrupted")
+        _print_error("interrupted; finished pages are kept: run the same command again to resume")
         sys.exit(int(ExitCode.INTERRUPTED))
+    except Terminated:
+        _print_error("terminated; finished pages are kept: run the same command again to resume")
+        sys.exit(int(ExitCode.TERMINATED))
     except SystemExit:
         raise
-    except Exception as error:  # click usage errors and real bugs
-        import click
-
-        if isinstance(error, click.exceptions.Abort):
+    except Exception as error:  # usage errors from Typer's Click, and real bugs
+        # Typer 0.29 carries its own copy of Click (typer._click), and older Typer uses
+        # Click itself: recognise their exceptions by shape rather than by class.
+        kind = type(error).__name__
+        if kind == "NoArgsIsHelpError":  # the help was shown already
+            sys.exit(int(ExitCode.USAGE))
+        if kind == "Abort":
             _print_error("interrupted")
             sys.exit(int(ExitCode.INTERRUPTED))
-        if isinstance(error, click.ClickException):
+        if kind == "Exit" and hasattr(error, "exit_code"):
+            sys.exit(error.exit_code)
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
             error.show()
             sys.exit(int(ExitCode.USAGE))
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        if debug:
+        if _state["debug"]:
             raise
         _print_error(f"internal error: {type(error).__name__}: {error} (run again with --debug for a traceback, and please report it)")
         sys.exit(int(ExitCode.INTERNAL_ERROR))
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 def _print_error(line: str) -> None:

@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     PARTIAL = 10  # some inputs or pages failed; the others completed
     BACKEND_ERROR = 11  # the engine or the inference server failed
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished pages are kept for a resume
+    TERMINATED = 143  # SIGTERM; as for SIGINT
 
 
 class QwenOCRError(Exception):
@@ -75,3 +76,7 @@ class InsufficientMemoryError(QwenOCRError):
 
 class BackendError(QwenOCRError):
     exit_code = ExitCode.BACKEND_ERROR
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so a run unwinds like on Ctrl-C."""

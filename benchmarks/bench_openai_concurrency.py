@@ -1,0 +1,133 @@
+"""Client overhead and concurrency of `--backend openai` (issue 6 benchmark).
+
+Starts the fake OpenAI-compatible server (tests/openai_fake_server.py) in its own
+process, answering every request after a fixed delay and serving requests in
+parallel, then pushes N page images through `OpenAIBackend.generate` from a thread
+pool of `c` workers, the way the pipeline keeps `concurrency` pages in flight. With a
+server that takes `delay` seconds per page whatever the load, the ideal is
+`c / delay` pages/s; the ratio to it is what the client (image encoding, HTTP, SSE
+parsing, threads) costs. Goal: >= 0.9 up to 16 pages in flight.
+
+The server runs in a separate process so that its Python threads don't compete with
+the client's for the GIL: a real inference server never shares the client's process.
+
+    .venv/bin/python benchmarks/bench_openai_concurrency.py            # 1, 4, 16
+    .venv/bin/python benchmarks/bench_openai_concurrency.py --levels 1 4 16 32 --pages 96
+    .venv/bin/python benchmarks/bench_openai_concurrency.py --pre-encode   # transport only
+
+By default each page image is encoded inside `generate` (as in a real run), so the
+numbers include the client's image encoding, which on a small machine is the ceiling
+at high page rates. `--pre-encode` hands `generate` ready `data:` URIs to measure
+HTTP, streaming and threads alone. `--repeat N` keeps each level's best of N runs
+(the machine may be shared).
+
+Results go to stdout as a table (and as JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qwenocr.backends.base import GenerationSettings  # noqa: E402
+from qwenocr.backends.openai import OpenAIBackend, encode_image  # noqa: E402
+from tests.samples import page_image  # noqa: E402
+
+
+def start_server(delay: float) -> tuple:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.openai_fake_server", "--delay", str(delay)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = process.stdout.readline().strip()
+    if not url.startswith("http://"):
+        process.kill()
+        raise SystemExit(f"the fake server did not start (said {url!r})")
+    return process, url
+
+
+def run_level(url: str, images: list, concurrency: int) -> dict:
+    client = OpenAIBackend([url], model="qwen3.5-fake", concurrency=concurrency, timeout=60)
+    settings = GenerationSettings(max_tokens=512)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(client.concurrency) as pool:
+        # map keeps the page order, as the pipeline does; the pool keeps c in flight.
+        results = list(pool.map(lambda image: client.generate(image, "Read all the text in the image.", settings), images))
+    elapsed = time.perf_counter() - started
+    assert all(r.text for r in results)
+    return {"concurrency": concurrency, "pages": len(images), "seconds": elapsed, "pages_per_s": len(images) / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delay", type=float, default=0.2, help="server seconds per page (default 0.2)")
+    parser.add_argument("--pages", type=int, default=64, help="pages per level (default 64)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--size", type=int, nargs=2, default=[1240, 1754], metavar=("W", "H"), help="page image size (A4 at 150 DPI)")
+    parser.add_argument("--pre-encode", action="store_true", help="encode the images before timing (transport only)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per level; the best is kept")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+
+    images = [page_image(n, size=tuple(args.size)) for n in range(1, args.pages + 1)]
+    started = time.perf_counter()
+    for image in images[:16]:
+        encode_image(image)
+    encode_ms = (time.perf_counter() - started) / min(16, len(images)) * 1000
+    if args.pre_encode:
+        images = [encode_image(image) for image in images]
+
+    process, url = start_server(args.delay)
+    try:
+        run_level(url, images[: min(8, len(images))], 4)  # warm-up: imports, first connections
+        rows = [
+            max((run_level(url, images, c) for _ in range(max(1, args.repeat))), key=lambda row: row["pages_per_s"])
+            for c in args.levels
+        ]
+    finally:
+        process.stdin.close()
+        process.wait(10)
+
+    base = rows[0]["pages_per_s"] / rows[0]["concurrency"]
+    for row in rows:
+        ideal = row["concurrency"] / args.delay
+        row["ideal_pages_per_s"] = ideal
+        row["ratio_to_ideal"] = row["pages_per_s"] / ideal
+        row["ratio_to_linear_from_first"] = row["pages_per_s"] / (base * row["concurrency"])
+    summary = {
+        "delay_s": args.delay,
+        "page_size": args.size,
+        "encode_ms_per_page": round(encode_ms, 1),
+        "pre_encoded": args.pre_encode,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "levels": rows,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"fake server: {args.delay * 1000:.0f} ms per page, parallel; {args.pages} pages of {args.size[0]}x{args.size[1]} per level")
+    encoding = "done before timing (--pre-encode)" if args.pre_encode else "inside generate, timed"
+    print(f"client image encoding: {encode_ms:.1f} ms per page, {encoding}; {os.cpu_count()} CPUs; Python {summary['python']}")
+    print(f"{'in flight':>9} {'seconds':>8} {'pages/s':>8} {'ideal':>7} {'ratio':>6} {'vs c=' + str(rows[0]['concurrency']):>7}")
+    for row in rows:
+        print(
+            f"{row['concurrency']:>9} {row['seconds']:>8.2f} {row['pages_per_s']:>8.2f} "
+            f"{row['ideal_pages_per_s']:>7.1f} {row['ratio_to_ideal']:>6.2f} {row['ratio_to_linear_from_first']:>7.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

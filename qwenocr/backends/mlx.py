@@ -1,0 +1,86 @@
+"""The MLX engine: mlx-vlm with a local MLX model directory (MXFP4, 8-bit or bf16).
+
+On Apple Silicon it runs on the GPU through Metal; on Linux `mlx[cpu]` runs the same
+code on the CPU (that is how the tests drive it). The chat template is applied with
+`enable_thinking=False` so that the assistant turn starts with an empty think block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from PIL import Image
+
+from qwenocr.backends.base import Generation, GenerationSettings, PieceCallback
+from qwenocr.errors import BackendError, EngineMissingError
+
+# The Qwen 3.5 processor's upper bound: 16,777,216 pixels = 16,384 visual tokens.
+MAX_IMAGE_TOKENS = 16384
+
+
+class MLXBackend:
+    name = "mlx"
+    concurrency = 1
+    max_image_tokens = MAX_IMAGE_TOKENS
+
+    def __init__(self, model_dir: Path, *, verbose: bool = False):
+        try:
+            import mlx.core  # noqa: F401
+            from mlx_vlm import load
+        except ImportError:
+            raise EngineMissingError(
+                "the MLX engine (mlx, mlx-vlm) is not installed",
+                'install it with: pip install "qwenocr[mlx]" (on Linux: "qwenocr[mlx-cpu]")',
+            ) from None
+        self.verbose = verbose
+        try:
+            self.model, self.processor = load(str(model_dir))
+        except (ValueError, FileNotFoundError, KeyError) as error:
+            raise BackendError(f"mlx-vlm could not load {model_dir}: {error}", "check that it is an MLX model directory with its vision weights") from None
+        self._config = self.model.config
+
+    def generate(
+        self,
+        image: Image.Image,
+        prompt: str,
+        settings: GenerationSettings,
+        on_piece: Optional[PieceCallback] = None,
+    ) -> Generation:
+        import mlx.core as mx
+        from mlx_vlm import stream_generate
+        from mlx_vlm.prompt_utils import apply_chat_template
+
+        formatted = apply_chat_template(self.processor, self._config, prompt, num_images=1, enable_thinking=False)
+        mx.random.seed(settings.seed)
+        kwargs = dict(max_tokens=settings.max_tokens, temperature=settings.temperature)
+        if settings.temperature > 0:
+            kwargs.update(top_p=settings.top_p, top_k=settings.top_k or None)
+        if settings.repetition_penalty:
+            kwargs.update(repetition_penalty=settings.repetition_penalty)
+        pieces = []
+        tokens = 0
+        prompt_tokens = None
+        finish = "stop"
+        try:
+            for result in stream_generate(self.model, self.processor, formatted, image=[image], **kwargs):
+                tokens = result.generation_tokens or tokens + 1
+                prompt_tokens = result.prompt_tokens or prompt_tokens
+                if result.text:
+                    pieces.append(result.text)
+                    if on_piece is not None and on_piece(result.text) is False:
+                        finish = "aborted"
+                        break
+                if result.finish_reason:
+                    finish = result.finish_reason
+        except (ValueError, RuntimeError) as error:
+            raise BackendError(f"mlx-vlm failed on this page: {error}") from None
+        if finish not in ("stop", "length", "aborted"):
+            finish = "stop"
+        if finish == "stop" and tokens >= settings.max_tokens:
+            finish = "length"
+        return Generation(text="".join(pieces), output_tokens=tokens, prompt_tokens=prompt_tokens, finish_reason=finish)
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None

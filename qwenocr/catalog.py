@@ -1,0 +1,473 @@
+"""The Qwen 3.5 memory table and model sources, as data, in one place.
+
+Every figure the planner uses lives here with the source it came from:
+
+* weights in GB (10^9 bytes) for each variant at 4-bit, 8-bit and BF16: the seed
+  article `seeds/000_*` for the four large variants, `seeds/001_*` for the four small
+  ones; where no seed gives a figure (8-bit for the small ones) it is derived, and the
+  source field says how. Where the two seeds disagree, the row's source says what the
+  other one claims.
+* the architecture figures the KV cache needs: layers, how many of them are
+  full-attention (every fourth: only those keep a KV cache), KV heads and head size;
+* the vision tower's shape, from which the vision projector's size (mmproj, F16) and
+  the vision encoder's activation peak follow;
+* where to download each variant for each backend: GGUF files for llama.cpp
+  (`unsloth/Qwen3.5-<size>-GGUF`) and MLX repos (`mlx-community/Qwen3.5-<size>-<mode>`).
+
+`docs/memory-table.md` is generated from this module: `python -m qwenocr.catalog
+--markdown > docs/memory-table.md` (a test checks that the two agree).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+GB = 1e9
+KIB = 1024
+
+BITS = (4, 8, 16)
+BACKENDS = ("mlx", "llama.cpp")
+
+# The quantisation each backend uses for each precision. MXFP4 is MLX's 4-bit (FACTS
+# §5); Unsloth's dynamic UD-Q4_K_XL is the GGUF 4-bit (FACTS §3).
+QUANTS: Dict[str, Dict[int, str]] = {
+    "llama.cpp": {4: "Q4_K_XL", 8: "Q8_0", 16: "BF16"},
+    "mlx": {4: "MXFP4", 8: "8bit", 16: "bf16"},
+}
+_GGUF_TAG = {4: "UD-Q4_K_XL", 8: "Q8_0", 16: "BF16"}
+_MLX_MODE = {4: "mxfp4", 8: "8bit", 16: "bf16"}
+
+# Hugging Face refuses files over 50 GB, so bigger GGUFs are split into shards in a
+# subfolder named after the quant (FACTS §3); llama.cpp loads them from the first shard.
+GGUF_SPLIT_ABOVE_GB = 49.0
+GGUF_MMPROJ = "mmproj-F16.gguf"
+MLX_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt"]
+
+# Q8_0 stores 32 int8 weights plus one fp16 scale per block: 8.5 bits per weight.
+Q8_BITS_PER_WEIGHT = 8.5
+
+# Gated DeltaNet layers keep a fixed-size recurrent state instead of a KV cache:
+# value heads x 128 x 128 fp32 per layer. 64 value heads is the most in the family
+# (35B-A3B has 32), so 4 MiB per layer is an upper bound; it adds tens of MB at most.
+DELTANET_STATE_BYTES_PER_LAYER = 64 * 128 * 128 * 4
+
+VOCAB_SIZE = 248_320  # Qwen 3.5's vocabulary (embedding and output rows)
+
+SEED_000 = "seed 000 (Qwen 3.5 OCR report, memory table)"
+SEED_001 = "seed 001 (Qwen 3.5 guide, 'What Hardware Do You Need?')"
+ARCH_SOURCE = "public Megatron configs of Qwen 3.5 (THUDM/slime scripts/models/qwen3.5-*.sh)"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Memory for one variant's weights at one precision, and where the figure is from."""
+
+    bits: int
+    gb: float
+    source: str
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    """The vision encoder's shape (ViT with 16 px patches and a 2x2 patch merger)."""
+
+    depth: int
+    width: int
+    intermediate: int
+    heads: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One Qwen 3.5 model and everything the planner needs to know about it."""
+
+    name: str  # "27B", "35B-A3B"
+    total_params_b: float
+    active_params_b: float
+    moe: bool
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    arch_source: str
+    vision: VisionTower
+    weights: Dict[int, Weights] = field(default_factory=dict)
+    min_recommended: Optional[str] = None  # seed 000's "Minimum Recommended GPU(s)"
+
+    @property
+    def hf_id(self) -> str:
+        return f"Qwen/Qwen3.5-{self.name}"
+
+    @property
+    def kind(self) -> str:
+        return "MoE" if self.moe else "dense"
+
+    @property
+    def full_attention_layers(self) -> int:
+        # Three Gated DeltaNet layers to one full-attention layer (FACTS §1).
+        return self.layers // 4
+
+    @property
+    def linear_attention_layers(self) -> int:
+        return self.layers - self.full_attention_layers
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache per token at 16-bit: full-attention layers x (K and V) x heads x dim x 2 B."""
+        return self.full_attention_layers * 2 * self.kv_heads * self.head_dim * 2
+
+    @property
+    def recurrent_state_bytes(self) -> int:
+        """The DeltaNet layers' fixed state for one sequence (an upper bound)."""
+        return self.linear_attention_layers * DELTANET_STATE_BYTES_PER_LAYER
+
+    @property
+    def vision_params(self) -> int:
+        """Parameters of the vision tower + merger (what `mmproj` holds)."""
+        v = self.vision
+        blocks = v.depth * (4 * v.width * v.width + 2 * v.width * v.intermediate)
+        patch_embed = 3 * 2 * 16 * 16 * v.width  # RGB x temporal 2 x 16 x 16 patch
+        position = 2304 * v.width
+        merged = 4 * v.width  # 2x2 patches are merged into one visual token
+        merger = merged * merged + merged * self.hidden_size
+        return blocks + patch_embed + position + merger
+
+    @property
+    def vision_gb(self) -> float:
+        """The vision projector at F16 (how GGUF ships it and MLX keeps it), GB."""
+        return round(self.vision_params * 2 / GB, 2)
+
+    def weights_gb(self, bits: int) -> float:
+        return self.weights[bits].gb
+
+
+def _vit(depth: int, width: int, intermediate: int, heads: int, source: str) -> VisionTower:
+    return VisionTower(depth, width, intermediate, heads, source)
+
+
+_VIT_LARGE = _vit(27, 1152, 4304, 16, "Qwen 3.5 vision config defaults (depth 27, width 1152, 16 heads)")
+_VIT_SMALL = _vit(
+    24, 1024, 4096, 16, "assumed: the Qwen3-VL 2B/4B tower (depth 24, width 1024); not verified for Qwen 3.5"
+)
+_VIT_TINY = _vit(
+    12, 768, 3072, 12, "assumed: a 12-layer, 768-wide tower, matching FACTS §2's 0.2 GB low end; not verified"
+)
+
+
+def _derived_q8(bf16_gb: float) -> Weights:
+    return Weights(
+        8,
+        round(bf16_gb * Q8_BITS_PER_WEIGHT / 16, 2),
+        f"derived: BF16 x {Q8_BITS_PER_WEIGHT}/16 (Q8_0's bits per weight); no seed gives 8-bit",
+    )
+
+
+def _small(name: str, params: float, layers: int, kv_heads: int, hidden: int, bf16: float, q4: float, vit, arch):
+    return Variant(
+        name=name,
+        total_params_b=params,
+        active_params_b=params,
+        moe=False,
+        layers=layers,
+        kv_heads=kv_heads,
+        head_dim=256,
+        hidden_size=hidden,
+        arch_source=arch,
+        vision=vit,
+        weights={
+            4: Weights(4, q4, SEED_001),
+            8: _derived_q8(bf16),
+            16: Weights(16, bf16, SEED_001),
+        },
+    )
+
+
+def _large(name, total, active, moe, layers, kv_heads, hidden, w000, w001, minimum, arch=ARCH_SOURCE):
+    """w000 = seed 000's (BF16, 8-bit, 4-bit); w001 = seed 001's (BF16, 4-bit)."""
+    bf16, q8, q4 = w000
+    other_bf16, other_q4 = w001
+
+    def note(ours: float, theirs: Optional[float]) -> str:
+        if theirs is None or theirs == ours:
+            return SEED_000 + ("; seed 001 agrees" if theirs == ours else "")
+        return f"{SEED_000}; seed 001 says {theirs:g} GB"
+
+    return Variant(
+        name=name,
+        total_params_b=total,
+        active_params_b=active,
+        moe=moe,
+        layers=layers,
+        kv_heads=kv_heads,
+        head_dim=256,
+        hidden_size=hidden,
+        arch_source=arch,
+        vision=_VIT_LARGE,
+        weights={
+            4: Weights(4, q4, note(q4, other_q4)),
+            8: Weights(8, q8, note(q8, None) + ("; above 397 x 8.5/8 = 422 GB, kept as the cautious figure" if name == "397B-A17B" else "")),
+            16: Weights(16, bf16, note(bf16, other_bf16)),
+        },
+        min_recommended=minimum,
+    )
+
+
+# Smallest first: the planner walks this order.
+VARIANTS: Tuple[Variant, ...] = (
+    _small("0.8B", 0.8, 24, 2, 1024, 1.6, 0.5, _VIT_TINY, ARCH_SOURCE + " (0.8B: 24 layers, 2 KV heads)"),
+    _small("2B", 2, 24, 2, 2048, 4, 1.5, _VIT_SMALL, ARCH_SOURCE + " (2B: 24 layers, 2 KV heads)"),
+    _small("4B", 4, 32, 4, 2560, 8, 3, _VIT_SMALL, ARCH_SOURCE + " (4B: 32 layers, 4 KV heads)"),
+    _small(
+        "9B",
+        9,
+        32,
+        4,
+        4096,
+        18,
+        6,
+        _VIT_LARGE,
+        "FACTS §1 (32 KiB/token); 32 layers, 4 KV heads (Qwen 3.5 text config defaults)",
+    ),
+    _large("27B", 27, 27, False, 64, 4, 5120, (54, 30, 17), (54, 16), "1x RTX 4090 (24GB) or Mac M2 Max"),
+    _large(
+        "35B-A3B",
+        35,
+        3,
+        True,
+        40,
+        2,
+        2048,
+        (70, 38, 22),
+        (70, 20),
+        "1x RTX 6000 Ada or Mac M3 Max",
+        arch=ARCH_SOURCE + "; FACTS §1 (20 KiB/token)",
+    ),
+    _large("122B-A10B", 122, 10, True, 48, 2, 3072, (245, 132, 70), (244, 70), "2x RTX 6000 Ada or Mac Studio"),
+    _large("397B-A17B", 397, 17, True, 60, 2, 4096, (810, 512, 214), (794, 220), "8x H100 or Mac M3 Ultra (256GB)"),
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where one variant at one precision comes from, for one backend.
+
+    `files` lists everything to download: file names or glob patterns relative to the
+    repo. For llama.cpp, `files[0]` is the model: one `.gguf`, or a glob matching the
+    shards of a split model, which llama.cpp loads from the first shard in sorted
+    order; `mmproj` is the vision projector (also in `files`). For MLX the repo holds
+    the vision weights itself, so `mmproj` is None and `files` are patterns.
+    `download_gb` is approximate (the weights figure plus the projector).
+    """
+
+    backend: str
+    repo: str
+    files: List[str]
+    mmproj: Optional[str]
+    download_gb: float
+
+    @property
+    def model(self) -> str:
+        return self.files[0]
+
+    @property
+    def split(self) -> bool:
+        return "*" in self.files[0] and self.backend == "llama.cpp"
+
+    def to_dict(self) -> dict:
+        return {
+            "backend": self.backend,
+            "repo": self.repo,
+            "files": list(self.files),
+            "mmproj": self.mmproj,
+            "download_gb": self.download_gb,
+        }
+
+
+def model_source(variant: "Variant | str", bits: int, backend: str) -> ModelSource:
+    """The repo and files for `variant` at `bits` (4, 8, 16) on `backend`."""
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, not {bits}")
+    weights = v.weights_gb(bits)
+    download = round(weights + v.vision_gb, 1)
+    if backend == "llama.cpp":
+        tag = _GGUF_TAG[bits]
+        stem = f"Qwen3.5-{v.name}-{tag}"
+        model = f"{tag}/{stem}-*.gguf" if weights > GGUF_SPLIT_ABOVE_GB else f"{stem}.gguf"
+        return ModelSource(
+            backend="llama.cpp",
+            repo=f"unsloth/Qwen3.5-{v.name}-GGUF",
+            files=[model, GGUF_MMPROJ],
+            mmproj=GGUF_MMPROJ,
+            download_gb=download,
+        )
+    if backend == "mlx":
+        return ModelSource(
+            backend="mlx",
+            repo=f"mlx-community/Qwen3.5-{v.name}-{_MLX_MODE[bits]}",
+            files=list(MLX_FILES),
+            mmproj=None,
+            download_gb=download,
+        )
+    raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+
+
+def quant_name(backend: str, bits: int) -> str:
+    return QUANTS[backend][bits]
+
+
+def get_variant(name: str) -> Variant:
+    """A variant by name: "27B", "27b", "Qwen3.5-27B", "35B-A3B" or just "35B"."""
+    key = name.strip().lower()
+    for prefix in ("qwen/", "qwen3.5-", "qwen3.5", "qwen-3.5-"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    key = key.strip("- ")
+    for v in VARIANTS:
+        full = v.name.lower()
+        if key == full or key == full.split("-")[0]:
+            return v
+    raise KeyError(name)
+
+
+def variant_names() -> List[str]:
+    return [v.name for v in VARIANTS]
+
+
+def parse_quant(text: str) -> Tuple[Optional[str], int]:
+    """Read a `--quant` value: (the backend it implies or None, bits).
+
+    Backend-specific names imply their backend ("Q4_K_XL", "Q8_0" → llama.cpp;
+    "MXFP4" → mlx). Generic ones ("4bit", "8bit", "bf16", "4", "8", "16") don't.
+    """
+    key = text.strip().upper().replace("-", "_")
+    if key.startswith("UD_"):
+        key = key[3:]
+    table = {
+        "Q4_K_XL": ("llama.cpp", 4),
+        "Q4": (None, 4),
+        "Q8_0": ("llama.cpp", 8),
+        "Q8": (None, 8),
+        "MXFP4": ("mlx", 4),
+        "4BIT": (None, 4),
+        "4": (None, 4),
+        "INT4": (None, 4),
+        "8BIT": (None, 8),
+        "8": (None, 8),
+        "INT8": (None, 8),
+        "BF16": (None, 16),
+        "16": (None, 16),
+        "16BIT": (None, 16),
+        "FP16": (None, 16),
+        "F16": (None, 16),
+    }
+    if key not in table:
+        raise KeyError(text)
+    backend, bits = table[key]
+    return backend, bits
+
+
+# --- docs/memory-table.md ---------------------------------------------------------------
+
+
+def _fmt(gb: float) -> str:
+    return f"{gb:g}"
+
+
+def markdown() -> str:
+    """The memory table as Markdown (the committed docs/memory-table.md)."""
+    lines = [
+        "# Qwen 3.5 memory table",
+        "",
+        "<!-- Generated by `python -m qwenocr.catalog --markdown`; edit qwenocr/catalog.py, not this file. -->",
+        "",
+        "Memory for the weights, in GB (10^9 bytes), for each variant at each precision, with",
+        "what the planner adds on top (see [hardware-fit.md](hardware-fit.md)): the vision",
+        "projector, and the KV cache, which only the full-attention layers (one layer in four)",
+        "keep. 4-bit means Unsloth's UD-Q4_K_XL GGUF for llama.cpp and MXFP4 for MLX; 8-bit",
+        "means Q8_0 / MLX 8bit; BF16 is unquantised.",
+        "",
+        "| variant | type | params (active / total) | BF16 GB | 8-bit GB | 4-bit GB | vision projector GB | full-attention layers | KV per token | minimum recommended (seed 000) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        kv_kib = v.kv_bytes_per_token / KIB
+        lines.append(
+            f"| {v.name} | {v.kind} | {_fmt(v.active_params_b)}B / {_fmt(v.total_params_b)}B"
+            f" | {_fmt(v.weights_gb(16))} | {_fmt(v.weights_gb(8))} | {_fmt(v.weights_gb(4))}"
+            f" | {v.vision_gb:.2f} | {v.full_attention_layers} of {v.layers} | {kv_kib:g} KiB"
+            f" | {v.min_recommended or '—'} |"
+        )
+    lines += [
+        "",
+        "KV per token = full-attention layers × 2 (K and V) × KV heads × 256 (head size) ×",
+        "2 bytes. The Gated DeltaNet layers keep a fixed recurrent state instead (at most",
+        f"{DELTANET_STATE_BYTES_PER_LAYER // (1024 * 1024)} MiB per layer per sequence), which the estimate adds too.",
+        "The vision projector's size follows from the vision tower's shape (F16):",
+        "depth × (4·width² + 2·width·intermediate) + patch embedding + position embedding +",
+        "the 2×2 merger.",
+        "",
+        "## Where each figure comes from",
+        "",
+        "The two seed articles disagree by a few GB on the large variants; seed 000 is the",
+        "source for those rows (its table is the one with a Minimum Recommended column, and",
+        "Unsloth's run-locally guide agrees with it), seed 001 for the small ones, which",
+        "seed 000 does not list. Each cell's source, and what the other seed says:",
+        "",
+    ]
+    for v in VARIANTS:
+        lines.append(f"- **{v.name}**")
+        for bits, label in ((16, "BF16"), (8, "8-bit"), (4, "4-bit")):
+            w = v.weights[bits]
+            lines.append(f"  - {label} {_fmt(w.gb)} GB: {w.source}")
+        lines.append(
+            f"  - architecture: {v.layers} layers, {v.kv_heads} KV heads × {v.head_dim}, hidden {v.hidden_size}: {v.arch_source}"
+        )
+        lines.append(f"  - vision tower: {v.vision.source}")
+    lines += [
+        "",
+        "For cross-checking: Unsloth's run-locally guide gives total memory *including*",
+        "runtime overhead for the small variants at 4-bit / 8-bit / BF16: 0.8B and 2B",
+        "3.5 / 7.5 / 9 GB, 4B 5.5 / 10 / 14 GB, 9B 6.5 / 13 / 19 GB (FACTS §2). Those are",
+        "not weights alone, so the table above doesn't use them; qwenocr's own estimate adds",
+        "the overhead explicitly.",
+        "",
+        "## Model sources",
+        "",
+        "GGUF (llama.cpp): one repo per variant, the projector `mmproj-F16.gguf` beside the",
+        f"model. Files over {GGUF_SPLIT_ABOVE_GB:g} GB are split into shards in a subfolder named after the quant;",
+        "llama.cpp loads a split model from its first shard. MLX: one repo per variant and",
+        "mode; it holds the vision weights too.",
+        "",
+        "| variant | GGUF repo | 4-bit | 8-bit | BF16 | MLX repos |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        gg = {b: model_source(v, b, "llama.cpp") for b in BITS}
+        mlx = ", ".join(f"`{model_source(v, b, 'mlx').repo.split('/', 1)[1]}`" for b in BITS)
+        lines.append(
+            f"| {v.name} | `{gg[4].repo}` | `{gg[4].model}` | `{gg[8].model}` | `{gg[16].model}` | `mlx-community/`: {mlx} |"
+        )
+    lines += [
+        "",
+        "Repo names can change and not every MLX repo may exist in every mode; a local path",
+        "or another repo id can always be given instead.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--markdown"]:
+        sys.stderr.write("usage: python -m qwenocr.catalog --markdown\n")
+        return 2
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""Page-level checkpoints: an interrupted run loses no finished page.
+
+A thousand-page archive OCRed overnight must survive Ctrl-C, SIGTERM, a crash, SIGKILL
+or a power cut. Each finished page is appended as one JSON line to
+`<root>/<key>/pages.jsonl` and fsynced before `put()` returns, so a page is either
+durable or will be redone; at most the page in flight is lost. Running the same command
+again opens the same checkpoint (the key is a hash of the input's content and of the
+settings that change the output) and skips every page already in it.
+
+Why an append-only JSON Lines file: one `write()` plus one `fsync()` per page, no
+rewriting of earlier pages, and it is readable with `jq`. A process killed in the middle
+of a write leaves at most a torn last line; readers ignore it and the next writer cuts
+it off before appending. Writers hold an exclusive `flock` for the whole write, so a
+reader (or a second run on the same input) never mistakes a line being written for a
+torn one, and two runs appending at once never interleave. The last record for a page
+wins.
+
+The key covers what changes a page's text: model id, quantisation, prompt, max tokens,
+image token budget, DPI and the like. It must not include the output format or paths:
+the same pages serve Markdown, JSON and JSONL. `run_key` hashes canonical JSON, so the
+order of the settings does not matter, nor does 0 versus 0.0.
+
+Documents are often private: directories are created 0o700 and the file 0o600.
+The default root is `$QWENOCR_CACHE_DIR/checkpoints`, else the platform's user cache
+directory plus `checkpoints`: `~/.cache/qwenocr` on Linux (honouring `$XDG_CACHE_HOME`),
+`~/Library/Caches/qwenocr` on macOS, `%LOCALAPPDATA%\\qwenocr\\Cache` on Windows.
+`prune()` removes checkpoints left untouched for a while.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path, PurePath
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
+
+try:
+    import fcntl
+except ImportError:  # Windows: one run per checkpoint, no cross-process locking
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "Checkpoint",
+    "bytes_digest",
+    "default_root",
+    "file_digest",
+    "prune",
+    "run_key",
+    "user_cache_dir",
+]
+
+# Part of every key: bump it when the meaning of a saved record changes, so that old
+# checkpoints are not reused by a qwenocr that would read them differently.
+SCHEMA_VERSION = 1
+PAGES_FILE = "pages.jsonl"
+_CHUNK = 1 << 20
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# -- digests and keys ----------------------------------------------------------------
+
+
+def file_digest(path: PathLike) -> str:
+    """SHA-256 of a file's content (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bytes_digest(data: Union[bytes, bytearray, memoryview]) -> str:
+    """SHA-256 of in-memory content (hex), e.g. a document read from stdin."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_key(input_digest: str, settings: Mapping[str, Any]) -> str:
+    """A stable 32-hex-digit key for (input content, output-changing settings).
+
+    `settings` may hold strings, numbers, booleans, None, lists/tuples, dicts with string
+    keys, paths, enums and dataclasses; anything else is a TypeError, because a `repr`
+    with a memory address in it would make the key change on every run.
+    """
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "input": str(input_digest),
+        "settings": _canonical(dict(settings)),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-ready value with one spelling per meaning (1.0 is 1, a tuple is a list)."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value)
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _canonical(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"run_key settings need string keys, not {k!r}")
+            out[k] = _canonical(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_canonical(v) for v in value)
+    raise TypeError(f"run_key can't hash a {type(value).__name__} setting stably: {value!r}")
+
+
+# -- where checkpoints live ----------------------------------------------------------
+
+
+def user_cache_dir(app: str = "qwenocr") -> Path:
+    """The platform's per-user cache directory for `app` (no dependency needed)."""
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / app
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA")
+        return (Path(base) if base else home / "AppData" / "Local") / app / "Cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec says to ignore a relative path.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache"
+    return base / app
+
+
+def default_root() -> Path:
+    """`$QWENOCR_CACHE_DIR/checkpoints`, else `<user cache dir>/checkpoints`."""
+    override = os.environ.get("QWENOCR_CACHE_DIR")
+    base = Path(override).expanduser() if override else user_cache_dir()
+    return base / "checkpoints"
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents as 0o700; existing ones are left alone."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another run made it meanwhile
+            os.mkdir(directory, 0o700)
+
+
+# -- the checkpoint ------------------------------------------------------------------
+
+
+class Checkpoint:
+    """The finished pages of one (input, settings) run. Open with `Checkpoint.open`."""
+
+    def __init__(self, directory: Path, key: str, fd: int) -> None:
+        self.directory = directory
+        self.key = key
+        self.path = directory / PAGES_FILE
+        self.skipped_lines = 0  # complete lines that were not valid records (corruption)
+        self._fd: Optional[int] = fd
+        self._offset = 0  # bytes of the file already parsed
+        self._pages: Dict[int, dict] = {}
+        self._thread_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, root_dir: Optional[PathLike], key: str) -> "Checkpoint":
+        """Open (creating if needed) the checkpoint `key` under `root_dir`.
+
+        `root_dir=None` means `default_root()`. Pages already saved are loaded; a torn
+        last line left by a killed run is cut off.
+        """
+        if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+            raise ValueError(f"not a checkpoint key: {key!r}")
+        root = Path(root_dir) if root_dir is not None else default_root()
+        directory = root / key
+        _make_private_dirs(directory)
+        path = directory / PAGES_FILE
+        created = not path.exists()
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if hasattr(os, "fchmod"):
+                with contextlib.suppress(OSError):  # not ours to change: keep going
+                    os.fchmod(fd, 0o600)
+            if created:
+                _fsync_directory(directory)
+            checkpoint = cls(directory, key, fd)
+            with checkpoint._locked(exclusive=True):
+                checkpoint._refresh(repair=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return checkpoint
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, page_number: int) -> Optional[dict]:
+        """The saved record of a finished page, or None if it still has to be done."""
+        with self._locked(exclusive=False):
+            self._refresh(repair=False)
+            record = self._pages.get(page_number)
+        return copy.deepcopy(record) if record is not None else None
+
+    def finished(self) -> Dict[int, dict]:
+        """All finished pages, by page number."""
+        with self._locked(exclusive=False):
+            self._refresh(repair=False)
+            return copy.deepcopy(self._pages)
+
+    def __contains__(self, page_number: object) -> bool:
+        return self.get(page_number) is not None if isinstance(page_number, int) else False
+
+    # -- writing ---------------------------------------------------------------------
+
+    def put(self, page_number: int, record: Mapping[str, Any]) -> None:
+        """Save a finished page; durable (fsynced) when this returns."""
+        if not isinstance(page_number, int) or isinstance(page_number, bool):
+            raise TypeError(f"page numbers are ints, not {page_number!r}")
+        line = json.dumps({"page": page_number, "record": dict(record)}, ensure_ascii=False, separators=(",", ":"))
+        data = (line + "\n").encode("utf-8")
+        stored = json.loads(line)["record"]  # what a later reader will see, not an alias
+        with self._locked(exclusive=True):
+            self._refresh(repair=True)
+            _write_all(self._require_fd(), data)
+            os.fsync(self._require_fd())
+            self._offset += len(data)
+            self._pages[page_number] = stored
+
+    def clear(self) -> None:
+        """Forget every page (`--no-resume`)."""
+        with self._locked(exclusive=True):
+            fd = self._require_fd()
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+            self._offset = 0
+            self._pages = {}
+            self.skipped_lines = 0
+
+    def close(self) -> None:
+        """Release the file. Idempotent; the pages stay on disk."""
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def discard(self) -> None:
+        """Close and delete this checkpoint (after a run completed, if wanted)."""
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.directory)!r}, pages={len(self._pages)})"
+
+    # -- internals -------------------------------------------------------------------
+
+    def _require_fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("checkpoint is closed")
+        return self._fd
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        """This thread alone, and (with fcntl) this process alone or among readers."""
+        with self._thread_lock:
+            fd = self._require_fd()
+            if fcntl is None:
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _refresh(self, repair: bool) -> None:
+        """Parse what other writers appended since the last look; lock held.
+
+        A tail without a newline can only be a torn write (writers hold the lock for a
+        whole line): skipped, and with `repair` (exclusive lock) cut off the file.
+        """
+        fd = self._require_fd()
+        size = os.fstat(fd).st_size
+        if size < self._offset:  # another process cleared it
+            self._offset, self._pages, self.skipped_lines = 0, {}, 0
+        if size == self._offset:
+            return
+        data = _read_from(fd, self._offset, size - self._offset)
+        end = data.rfind(b"\n") + 1
+        for raw in data[:end].splitlines():
+            self._load_line(raw)
+        self._offset += end
+        if end < len(data) and repair:
+            os.ftruncate(fd, self._offset)
+            os.fsync(fd)
+
+    def _load_line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        try:
+            entry = json.loads(raw)
+            page, record = entry["page"], entry["record"]
+            if not isinstance(page, int) or isinstance(page, bool) or not isinstance(record, dict):
+                raise ValueError("not a page record")
+        except (ValueError, KeyError, TypeError):
+            self.skipped_lines += 1
+            return
+        self._pages[page] = record
+
+
+def _read_from(fd: int, offset: int, length: int) -> bytes:
+    """Read `length` bytes at `offset` (O_APPEND writes ignore the file position)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    chunks = []
+    while length > 0:
+        chunk = os.read(fd, length)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        length -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- housekeeping --------------------------------------------------------------------
+
+
+def prune(older_than_days: float, root_dir: Optional[PathLike] = None) -> int:
+    """Delete checkpoints not written for `older_than_days` days; returns how many.
+
+    Only directories that look like checkpoints (a key name holding `pages.jsonl`) are
+    touched, so a mistaken root can't cost unrelated files.
+    """
+    if older_than_days < 0:
+        raise ValueError("older_than_days must not be negative")
+    root = Path(root_dir) if root_dir is not None else default_root()
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_days * 86400
+    removed = 0
+    for entry in root.iterdir():
+        pages = entry / PAGES_FILE
+        if entry.is_symlink() or not entry.is_dir() or not _KEY_PATTERN.fullmatch(entry.name):
+            continue
+        try:
+            newest = max(entry.stat().st_mtime, pages.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+        if newest < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed

@@ -1,0 +1,157 @@
+"""Markdown, JSON and JSONL writers (the shapes are documented in docs/output-formats.md).
+
+Writers receive pages in page order as they finish. Markdown and JSONL are written
+page by page (so a pipeline downstream sees each page at once); JSON is one object per
+document, written when the document ends. Writers never decide where bytes go: the
+caller hands them a stream (stdout, or an atomically replaced file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import List, Optional, TextIO
+
+from qwenocr import __version__
+from qwenocr.results import PageResult
+
+FORMATS = ("markdown", "json", "jsonl")
+
+# Visible notes for pages whose text is not the whole page (Markdown has no status field).
+_MARKDOWN_NOTES = {
+    "repetition": "the model repeated itself; the text after the loop was dropped",
+    "truncated": "the page hit --max-tokens; the text may be incomplete",
+    "timeout": "the page hit --page-timeout; the text may be incomplete",
+}
+
+
+@dataclass
+class DocumentInfo:
+    source: str  # the input's name as given ("-" for stdin)
+    sha256: str
+    page_count: int  # pages in the input
+    pages_selected: List[int]
+    model: dict = field(default_factory=dict)  # backend, model id/path, quant
+    plan: Optional[dict] = None  # the hardware plan, when one was made
+    settings: dict = field(default_factory=dict)
+
+
+def page_marker(number: int, status: str = "ok") -> str:
+    suffix = "" if status == "ok" else f" ({status})"
+    return f"<!-- page {number}{suffix} -->"
+
+
+class MarkdownWriter:
+    """Pages separated by `<!-- page N -->` lines; a `<!-- document: NAME -->` line
+    starts each document when several share one stream."""
+
+    def __init__(self, stream: TextIO, several_documents: bool = False):
+        self.stream = stream
+        self.several = several_documents
+        self._pages_written = 0
+
+    def begin(self, info: DocumentInfo) -> None:
+        if self.several:
+            if self._pages_written:
+                self.stream.write("\n")
+            self.stream.write(f"<!-- document: {info.source} -->\n\n")
+
+    def page(self, result: PageResult) -> None:
+        parts = [page_marker(result.number, result.status)]
+        if result.status == "error":
+            parts.append(f"> **qwenocr:** page {result.number} failed: {result.error}")
+        elif result.text.strip():
+            parts.append(result.text.strip())
+        note = _MARKDOWN_NOTES.get(result.status)
+        if note:
+            parts.append(f"> **qwenocr:** page {result.number}: {note}.")
+        self.stream.write("\n\n".join(parts) + "\n\n")
+        self.stream.flush()
+        self._pages_written += 1
+
+    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JsonlWriter:
+    """One JSON object per page and line, flushed as soon as the page is done."""
+
+    def __init__(self, stream: TextIO, several_documents: bool = False):
+        self.stream = stream
+        self._source = ""
+
+    def begin(self, info: DocumentInfo) -> None:
+        self._source = info.source
+
+    def page(self, result: PageResult) -> None:
+        # "file" names the input; the page's own "source" says which path made the text.
+        record = {"file": self._source, **result.to_record()}
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JsonWriter:
+    """One document object per input; an array of them when several share a stream."""
+
+    def __init__(self, stream: TextIO, several_documents: bool = False):
+        self.stream = stream
+        self.several = several_documents
+        self._documents: List[dict] = []
+
+    def begin(self, info: DocumentInfo) -> None:
+        pass
+
+    def page(self, result: PageResult) -> None:
+        pass  # the whole document is written at its end
+
+    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
+        document = document_object(info, results)
+        if self.several:
+            self._documents.append(document)
+        else:
+            self.stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.several:
+            self.stream.write(json.dumps(self._documents, ensure_ascii=False, indent=2) + "\n")
+        self.stream.flush()
+
+
+def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
+    counts: dict = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return {
+        "source": info.source,
+        "sha256": info.sha256,
+        "page_count": info.page_count,
+        "pages": [result.to_record() for result in results],
+        "model": info.model,
+        "plan": info.plan,
+        "settings": info.settings,
+        "totals": {
+            "pages": len(results),
+            "statuses": counts,
+            "output_tokens": sum(r.output_tokens for r in results),
+            "seconds": round(sum(r.seconds for r in results), 3),
+        },
+        "qwenocr_version": __version__,
+    }
+
+
+def make_writer(fmt: str, stream: TextIO, several_documents: bool = False):
+    return {"markdown": MarkdownWriter, "json": JsonWriter, "jsonl": JsonlWriter}[fmt](stream, several_documents)
+
+
+def extension(fmt: str) -> str:
+    return {"markdown": ".md", "json": ".json", "jsonl": ".jsonl"}[fmt]

@@ -1,0 +1,257 @@
+"""The page loop: render, skip blanks, run the model, guard against loops, checkpoint.
+
+`run_document` yields one `PageResult` per selected page, in page order. It never
+prints; it reports through the `Events` callbacks (the CLI turns them into progress).
+
+Why it is shaped this way:
+- A render thread prepares the next page while the model works on the current one;
+  the queue between them is bounded, so memory stays flat however many pages there
+  are (no list of page images is ever built).
+- Local engines take one page at a time; a server backend declares `concurrency` > 1
+  and several pages are then in flight, their results still yielded in page order.
+- Every finished page goes to the checkpoint before it is yielded, so an interrupted
+  run loses at most the pages in flight; a rerun takes finished pages from there.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, List, Optional
+
+from PIL import Image
+
+from qwenocr.backends.base import Backend, GenerationSettings
+from qwenocr.errors import QwenOCRError
+from qwenocr.pages import Document, RenderSettings, image_tokens
+from qwenocr.results import PageResult
+
+DEFAULT_PROMPT = (
+    "Convert this document page to Markdown. Transcribe all text exactly as written, "
+    "in natural reading order. Use Markdown headings, lists and tables (pipe tables) "
+    "where the page has them, and LaTeX for mathematical formulas ($...$ inline, "
+    "$$...$$ for display). Do not describe images, do not summarise, do not add "
+    "anything that is not on the page. If the page has no text, output nothing."
+)
+
+# The retry after a loop: some randomness and a mild repetition penalty break most
+# loops without changing what a faithful transcription looks like.
+RETRY_SAMPLING = dict(temperature=0.3, top_p=0.9, top_k=40, repetition_penalty=1.1)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    prompt: str = DEFAULT_PROMPT
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
+    page_timeout: Optional[float] = None  # seconds per page, None for no limit
+    skip_blank: bool = True
+    retry_on_repetition: bool = True
+
+
+@dataclass
+class Events:
+    """Callbacks the pipeline reports through (all optional)."""
+
+    page_started: Callable[[int], None] = lambda number: None
+    tokens: Callable[[int], None] = lambda count: None  # new tokens generated
+    page_done: Callable[[PageResult], None] = lambda result: None
+
+
+class _Rendered:
+    """A page ready for the model, or what stopped it from being ready."""
+
+    __slots__ = ("number", "image", "error", "cached")
+
+    def __init__(self, number, image=None, error=None, cached=None):
+        self.number = number
+        self.image: Optional[Image.Image] = image
+        self.error: Optional[str] = error
+        self.cached: Optional[PageResult] = cached
+
+
+def run_document(
+    document: Document,
+    page_numbers: List[int],
+    backend: Backend,
+    options: ScanOptions,
+    checkpoint=None,
+    events: Optional[Events] = None,
+) -> Iterator[PageResult]:
+    """Yield a PageResult for each page number, in order."""
+    events = events or Events()
+    in_flight = max(1, int(getattr(backend, "concurrency", 1) or 1))
+    rendered: "queue.Queue[Optional[_Rendered]]" = queue.Queue(maxsize=in_flight + 1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for number in page_numbers:
+                if stop.is_set():
+                    return
+                record = checkpoint.get(number) if checkpoint is not None else None
+                if record is not None:
+                    item = _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
+                else:
+                    try:
+                        item = _Rendered(number, image=document.render(number, options.render))
+                    except QwenOCRError as error:
+                        item = _Rendered(number, error=error.one_line())
+                    except Exception as error:  # a page pdfium or Pillow chokes on
+                        item = _Rendered(number, error=f"page {number} could not be rendered: {error}")
+                while not stop.is_set():
+                    try:
+                        rendered.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            while not stop.is_set():
+                try:
+                    rendered.put(None, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+    producer = threading.Thread(target=produce, name="qwenocr-render", daemon=True)
+    producer.start()
+
+    def items() -> Iterator[_Rendered]:
+        while True:
+            item = rendered.get()
+            if item is None:
+                return
+            yield item
+
+    def finish(item: _Rendered) -> PageResult:
+        if item.cached is not None:
+            return item.cached
+        events.page_started(item.number)
+        result = process_page(item, backend, options, events)
+        if checkpoint is not None and result.status != "error":
+            checkpoint.put(result.number, result.to_record())
+        return result
+
+    try:
+        if in_flight == 1:
+            for item in items():
+                result = finish(item)
+                events.page_done(result)
+                yield result
+        else:
+            with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="qwenocr-page") as pool:
+                pending: "deque[Future[PageResult]]" = deque()
+                for item in items():
+                    pending.append(pool.submit(finish, item))
+                    while len(pending) >= in_flight or (pending and pending[0].done()):
+                        result = pending.popleft().result()
+                        events.page_done(result)
+                        yield result
+                while pending:
+                    result = pending.popleft().result()
+                    events.page_done(result)
+                    yield result
+    finally:
+        stop.set()
+        producer.join(timeout=5)
+
+
+def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events: Events) -> PageResult:
+    """One page through blank detection, the model, the loop guard and one retry."""
+    started = time.monotonic()
+    if item.error is not None:
+        return PageResult(item.number, "", "error", source="none", error=item.error)
+    image = item.image
+    assert image is not None
+    size = dict(image_width=image.width, image_height=image.height, image_tokens=image_tokens(*image.size))
+    if options.skip_blank:
+        from qwenocr.blank import is_blank
+
+        if is_blank(image):
+            return PageResult(item.number, "", "blank", source="none", seconds=time.monotonic() - started, **size)
+
+    settings = options.generation
+    best: Optional[PageResult] = None
+    attempts = 0
+    for attempt in range(2 if options.retry_on_repetition else 1):
+        attempts += 1
+        if attempt == 1:
+            settings = replace(settings, seed=settings.seed + 1, **RETRY_SAMPLING)
+        try:
+            result = _generate_once(item.number, image, backend, options, settings, events)
+        except QwenOCRError as error:
+            return PageResult(item.number, "", "error", source="none", error=error.one_line(), attempts=attempts,
+                              seconds=time.monotonic() - started, **size)
+        except Exception as error:  # the engine failed on this page; the run goes on
+            return PageResult(item.number, "", "error", source="none", attempts=attempts,
+                              error=f"the engine failed on this page: {type(error).__name__}: {error}",
+                              seconds=time.monotonic() - started, **size)
+        if best is None or result.status != "repetition" or len(result.text) > len(best.text):
+            best = result
+        if result.status != "repetition":
+            break
+    assert best is not None
+    best.attempts = attempts
+    best.seconds = time.monotonic() - started
+    for key, value in size.items():
+        setattr(best, key, value)
+    return best
+
+
+def _generate_once(number, image, backend, options, settings, events) -> PageResult:
+    from qwenocr.repetition import RepetitionGuard
+
+    guard = RepetitionGuard()
+    deadline = time.monotonic() + options.page_timeout if options.page_timeout else None
+    state = {"looped": False, "timed_out": False}
+
+    def on_piece(piece: str) -> bool:
+        events.tokens(1)
+        if guard.feed(piece):
+            state["looped"] = True
+            return False
+        if deadline is not None and time.monotonic() > deadline:
+            state["timed_out"] = True
+            return False
+        return True
+
+    generation = backend.generate(image, options.prompt, settings, on_piece)
+    text = generation.text
+    # The guard checks in steps of a few dozen characters; look at the very end too.
+    if not state["looped"] and guard.finish():
+        state["looped"] = True
+    if state["looped"]:
+        status, text = "repetition", guard.text_before_loop
+    elif state["timed_out"]:
+        status = "timeout"
+    elif generation.finish_reason == "length":
+        status = "truncated"
+    else:
+        status = "ok"
+    return PageResult(
+        number,
+        clean_text(text),
+        status,
+        source="model",
+        output_tokens=generation.output_tokens,
+        prompt_tokens=generation.prompt_tokens,
+    )
+
+
+_THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
+_FENCE = re.compile(r"^\s*```(?:markdown|md)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def clean_text(text: str) -> str:
+    """Drop an empty think block and a code fence wrapped around the whole page
+    (models often answer "```markdown ... ```"), and surrounding whitespace."""
+    text = _THINK_BLOCK.sub("", text)
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    return text.strip()

@@ -1,0 +1,327 @@
+"""Pipeline logic with a fake engine: order, ranges, formats, stdin, several inputs,
+blank pages, the loop guard and its retry, checkpoints. The real engines are driven in
+tests/test_scan_engines.py; here the engine is a queue of canned answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qwenocr.backends.base import Generation
+from qwenocr.errors import ExitCode, InputError, UsageError
+from qwenocr.models import ModelFiles
+from qwenocr.pages import RenderSettings, image_tokens, open_document
+from qwenocr.pipeline import ScanOptions, clean_text, run_document
+from qwenocr.progress import Reporter
+from qwenocr.scan import ScanRequest, run_scan
+from tests import samples
+
+
+class FakeBackend:
+    """Answers each page with `answer(page_index, image, settings)`; streams it in pieces."""
+
+    name = "fake"
+
+    def __init__(self, answer=None, concurrency: int = 1, delay: float = 0.0):
+        self.concurrency = concurrency
+        self.delay = delay
+        self.calls = []
+        self.lock = threading.Lock()
+        self.answer = answer or (lambda index, image, settings: f"text of call {index}")
+        self.closed = False
+
+    def generate(self, image, prompt, settings, on_piece=None):
+        with self.lock:
+            index = len(self.calls)
+            self.calls.append((image.size, settings))
+        if self.delay:
+            time.sleep(self.delay)
+        text = self.answer(index, image, settings)
+        produced = []
+        for start in range(0, len(text), 4):
+            piece = text[start:start + 4]
+            produced.append(piece)
+            if on_piece is not None and on_piece(piece) is False:
+                return Generation("".join(produced), len(produced), finish_reason="aborted")
+        return Generation(text, len(produced), prompt_tokens=10, finish_reason="stop")
+
+    def close(self):
+        self.closed = True
+
+
+def _engine(backend):
+    return lambda: (ModelFiles("fake", Path("fake"), None, "fake-model"), None, backend)
+
+
+def _scan(tmp_path, inputs, backend=None, **kwargs):
+    backend = backend or FakeBackend()
+    out = io.StringIO()
+    request = ScanRequest(inputs=[str(i) for i in inputs], **kwargs)
+    code = run_scan(request, out, Reporter(quiet=True), engine=_engine(backend))
+    return code, out.getvalue(), backend
+
+
+@pytest.fixture
+def pdf3(tmp_path):
+    return samples.write_pdf(tmp_path / "three.pdf", pages=3)
+
+
+def test_markdown_pages_in_order_with_markers(tmp_path, pdf3):
+    code, text, backend = _scan(tmp_path, [pdf3])
+    assert code == ExitCode.OK
+    assert [line for line in text.splitlines() if line.startswith("<!-- page")] == [
+        "<!-- page 1 -->", "<!-- page 2 -->", "<!-- page 3 -->"]
+    assert "text of call 0" in text and "text of call 2" in text
+    assert len(backend.calls) == 3 and backend.closed
+
+
+def test_page_ranges_select_pages(tmp_path):
+    pdf = samples.write_pdf(tmp_path / "ten.pdf", pages=10)
+    code, text, backend = _scan(tmp_path, [pdf], pages="1-2,5,9-", fmt="jsonl")
+    numbers = [json.loads(line)["number"] for line in text.splitlines()]
+    assert numbers == [1, 2, 5, 9, 10]
+    assert len(backend.calls) == 5
+
+
+def test_page_range_outside_document_is_a_usage_error(tmp_path, pdf3):
+    with pytest.raises(UsageError, match="page 7"):
+        _scan(tmp_path, [pdf3], pages="7-9")
+
+
+def test_json_document_shape(tmp_path, pdf3):
+    code, text, _ = _scan(tmp_path, [pdf3], fmt="json")
+    document = json.loads(text)
+    assert document["source"] == str(pdf3)
+    assert document["page_count"] == 3
+    assert [p["number"] for p in document["pages"]] == [1, 2, 3]
+    page = document["pages"][0]
+    for key in ("text", "status", "output_tokens", "seconds", "image_width", "image_height", "image_tokens", "source"):
+        assert key in page
+    assert page["status"] == "ok"
+    assert page["image_tokens"] <= 1536
+    assert document["totals"]["pages"] == 3
+    assert document["model"] == {"backend": "fake", "model": "fake-model"}
+    assert len(document["sha256"]) == 64
+
+
+def test_jsonl_streams_one_line_per_page(tmp_path, pdf3):
+    _, text, _ = _scan(tmp_path, [pdf3], fmt="jsonl")
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert all(json.loads(line)["file"] == str(pdf3) for line in lines)
+
+
+def test_several_inputs_to_a_directory(tmp_path, pdf3):
+    image = tmp_path / "scan.png"
+    samples.page_image(1).save(image)
+    out = tmp_path / "out"
+    code, stdout, _ = _scan(tmp_path, [pdf3, image], output=out, fmt="json")
+    assert code == ExitCode.OK and stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["scan.json", "three.json"]
+    assert json.loads((out / "scan.json").read_text())["page_count"] == 1
+
+
+def test_several_inputs_on_stdout_json_is_an_array(tmp_path, pdf3):
+    image = tmp_path / "scan.png"
+    samples.page_image(1).save(image)
+    _, text, _ = _scan(tmp_path, [pdf3, image], fmt="json")
+    documents = json.loads(text)
+    assert [d["source"] for d in documents] == [str(pdf3), str(image)]
+
+
+def test_bad_input_among_good_ones_is_partial(tmp_path, pdf3):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"this is not a pdf at all")
+    code, text, _ = _scan(tmp_path, [pdf3, bad])
+    assert code == ExitCode.PARTIAL
+    assert "<!-- document: " + str(pdf3) in text
+    assert "bad.pdf" not in text
+
+
+def test_single_bad_input_raises_its_error(tmp_path):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        _scan(tmp_path, [bad])
+
+
+def test_stdin_pdf(tmp_path, monkeypatch):
+    data = samples.pdf_bytes(pages=2)
+
+    class FakeStdin:
+        buffer = io.BytesIO(data)
+
+    monkeypatch.setattr("sys.stdin", FakeStdin)
+    code, text, _ = _scan(tmp_path, ["-"], fmt="jsonl")
+    assert [json.loads(line)["file"] for line in text.splitlines()] == ["-", "-"]
+
+
+def test_multi_frame_tiff_is_one_page_per_frame(tmp_path):
+    tiff = samples.write_tiff(tmp_path / "pages.tiff", frames=3)
+    _, text, _ = _scan(tmp_path, [tiff], fmt="jsonl")
+    assert [json.loads(line)["number"] for line in text.splitlines()] == [1, 2, 3]
+
+
+def test_blank_pages_skip_the_model(tmp_path):
+    pdf = samples.write_pdf(tmp_path / "blank.pdf", pages=3, blank_pages=[2])
+    _, text, backend = _scan(tmp_path, [pdf], fmt="jsonl")
+    statuses = [json.loads(line)["status"] for line in text.splitlines()]
+    assert statuses == ["ok", "blank", "ok"]
+    assert len(backend.calls) == 2
+
+
+LOOP = "| 12 | total |\n" * 400
+
+
+def test_loop_is_retried_with_other_sampling_then_kept(tmp_path):
+    answers = {0: "Title\n\n" + LOOP, 1: "Title\n\nA clean transcription."}
+    backend = FakeBackend(lambda i, image, settings: answers[i])
+    pdf = samples.write_pdf(tmp_path / "one.pdf", pages=1)
+    _, text, backend = _scan(tmp_path, [pdf], fmt="jsonl", backend=backend)
+    page = json.loads(text)
+    assert page["status"] == "ok" and page["attempts"] == 2
+    assert page["text"] == "Title\n\nA clean transcription."
+    first, retry = backend.calls[0][1], backend.calls[1][1]
+    assert first.temperature == 0 and retry.temperature > 0 and retry.seed != first.seed
+
+
+def test_loop_twice_keeps_text_before_the_loop(tmp_path):
+    backend = FakeBackend(lambda i, image, settings: "Title\n\nIntro line.\n" + LOOP)
+    pdf = samples.write_pdf(tmp_path / "one.pdf", pages=1)
+    _, text, _ = _scan(tmp_path, [pdf], backend=backend)
+    assert "<!-- page 1 (repetition) -->" in text
+    assert "Intro line." in text
+    assert text.count("| 12 | total |") < 20
+    assert "repeated itself" in text
+
+
+def test_page_timeout_marks_the_page(tmp_path):
+    class Slow(FakeBackend):
+        def generate(self, image, prompt, settings, on_piece=None):
+            pieces = []
+            for _ in range(200):
+                time.sleep(0.01)
+                pieces.append("word ")
+                if not on_piece("word "):
+                    break
+            return Generation("".join(pieces), len(pieces), finish_reason="aborted")
+
+    pdf = samples.write_pdf(tmp_path / "one.pdf", pages=2)
+    options = ScanOptions(page_timeout=0.2, retry_on_repetition=False)
+    code, text, _ = _scan(tmp_path, [pdf], backend=Slow(), fmt="jsonl", options=options)
+    statuses = [json.loads(line)["status"] for line in text.splitlines()]
+    assert statuses in (["timeout", "timeout"],)
+
+
+def test_engine_failure_on_one_page_is_partial(tmp_path, pdf3):
+    def answer(index, image, settings):
+        if index == 1:
+            raise RuntimeError("GPU fell over")
+        return "fine"
+
+    code, text, _ = _scan(tmp_path, [pdf3], backend=FakeBackend(answer), fmt="jsonl")
+    pages = [json.loads(line) for line in text.splitlines()]
+    assert [p["status"] for p in pages] == ["ok", "error", "ok"]
+    assert "GPU fell over" in pages[1]["error"]
+    assert code == ExitCode.PARTIAL
+
+
+def test_concurrent_backend_keeps_page_order(tmp_path):
+    import random
+
+    rng = random.Random(3)
+
+    class Jittery(FakeBackend):
+        def generate(self, image, prompt, settings, on_piece=None):
+            time.sleep(rng.random() * 0.05)
+            return super().generate(image, prompt, settings, on_piece)
+
+    pdf = samples.write_pdf(tmp_path / "many.pdf", pages=12, size=(300, 400))
+    backend = Jittery(lambda i, image, s: "x", concurrency=4)
+    _, text, _ = _scan(tmp_path, [pdf], backend=backend, fmt="jsonl")
+    assert [json.loads(line)["number"] for line in text.splitlines()] == list(range(1, 13))
+
+
+def test_checkpoint_resume_redoes_no_finished_page(tmp_path, pdf3):
+    # A first run that dies on page 3 (a crash mid-run) ...
+    def crash_on_third(index, image, settings):
+        if index == 2:
+            raise KeyboardInterrupt
+        return f"first run page {index + 1}"
+
+    with pytest.raises(KeyboardInterrupt):
+        _scan(tmp_path, [pdf3], backend=FakeBackend(crash_on_third), fmt="jsonl")
+    # ... then the same command again: pages 1-2 come from the checkpoint.
+    backend = FakeBackend(lambda i, image, s: "second run")
+    code, text, backend = _scan(tmp_path, [pdf3], backend=backend, fmt="jsonl")
+    pages = [json.loads(line) for line in text.splitlines()]
+    assert [p["text"] for p in pages] == ["first run page 1", "first run page 2", "second run"]
+    assert [p["resumed"] for p in pages] == [True, True, False]
+    assert len(backend.calls) == 1
+    # The finished run cleared its checkpoint: a third run starts over.
+    _, _, third = _scan(tmp_path, [pdf3], fmt="jsonl")
+    assert len(third.calls) == 3
+
+
+def test_no_resume_starts_over(tmp_path, pdf3):
+    def crash(index, image, settings):
+        if index == 1:
+            raise KeyboardInterrupt
+        return "old"
+
+    with pytest.raises(KeyboardInterrupt):
+        _scan(tmp_path, [pdf3], backend=FakeBackend(crash))
+    _, _, backend = _scan(tmp_path, [pdf3], resume=False)
+    assert len(backend.calls) == 3
+
+
+def test_render_follows_the_token_budget(tmp_path, pdf3):
+    backend = FakeBackend()
+    options = ScanOptions(render=RenderSettings(max_image_tokens=512))
+    _scan(tmp_path, [pdf3], backend=backend, options=options)
+    for (width, height), _ in backend.calls:
+        assert width % 32 == 0 and height % 32 == 0
+        assert image_tokens(width, height) <= 512
+        assert image_tokens(width, height) > 400  # uses the budget, not a tiny image
+
+
+def test_rotated_page_renders_landscape(tmp_path):
+    pdf = samples.write_rotated_pdf(tmp_path / "rotated.pdf", 90)
+    with open_document(pdf) as document:
+        image = document.render(1, RenderSettings())
+    assert image.width > image.height
+
+
+def test_clean_text_strips_fences_and_think_blocks():
+    assert clean_text("<think>\n\n</think>\n\n# Title") == "# Title"
+    assert clean_text("```markdown\n# Title\n\nBody\n```") == "# Title\n\nBody"
+    assert clean_text("  plain  ") == "plain"
+
+
+def test_memory_stays_flat_render_queue_is_bounded(tmp_path):
+    """The renderer runs at most a couple of pages ahead of the model."""
+    pdf = samples.write_pdf(tmp_path / "twenty.pdf", pages=20, size=(200, 260))
+    rendered = []
+
+    with open_document(pdf) as document:
+        original = document.render
+
+        def counting_render(number, settings):
+            rendered.append(number)
+            return original(number, settings)
+
+        document.render = counting_render
+        seen_ahead = []
+
+        class Watcher(FakeBackend):
+            def generate(self, image, prompt, settings, on_piece=None):
+                seen_ahead.append(len(rendered) - len(self.calls))
+                return super().generate(image, prompt, settings, on_piece)
+
+        list(run_document(document, list(range(1, 21)), Watcher(), ScanOptions()))
+    assert max(seen_ahead) <= 3
