@@ -5,7 +5,8 @@
 _qwenocr_subcommands() {
     # $1: a command path; prints its subcommands
     case "$1" in
-        "") echo 'doctor scan eval' ;;
+        "") echo 'doctor scan eval models' ;;
+        "models") echo 'list pull rm path' ;;
     esac
     return 0
 }
@@ -15,8 +16,13 @@ _qwenocr_options() {
     case "$1" in
         "") echo '--version --help' ;;
         "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --max-image-tokens --max-output-tokens --help' ;;
-        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --backend --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --n-ctx --quiet -q --verbose -v --debug --help' ;;
+        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
+        "models") echo --help ;;
+        "models list") echo '--backend --all --json --quiet -q --verbose -v --debug --help' ;;
+        "models pull") echo '--quant --backend --repo --include --offline --quiet -q --verbose -v --debug --help' ;;
+        "models rm") echo '--quant --backend --repo --include --yes -y --quiet -q --verbose -v --debug --help' ;;
+        "models path") echo '--quant --backend --repo --include --quiet -q --verbose -v --debug --help' ;;
     esac
     return 0
 }
@@ -24,7 +30,7 @@ _qwenocr_options() {
 _qwenocr_takes_value() {
     # $1: a command path, $2: an option; succeeds if the option takes a value
     case "$1 $2" in
-        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --backend"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c") return 0 ;;
+        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
     esac
     return 1
 }
@@ -46,7 +52,11 @@ _qwenocr_option_values() {
         "scan --pages"|"scan -p") echo @none ;;
         "scan --max-image-tokens") echo @none ;;
         "scan --dpi") echo @none ;;
-        "scan --backend") echo 'mlx llama.cpp' ;;
+        "scan --mode") echo 'auto ocr text' ;;
+        "scan --backend") echo 'mlx llama.cpp openai' ;;
+        "scan --base-url") echo @none ;;
+        "scan --api-model") echo @none ;;
+        "scan --concurrency") echo @none ;;
         "scan --variant") echo @none ;;
         "scan --quant") echo @none ;;
         "scan --model"|"scan -m") echo @none ;;
@@ -60,6 +70,19 @@ _qwenocr_option_values() {
         "scan --password-file") echo @file ;;
         "scan --n-ctx") echo @none ;;
         "eval --checks"|"eval -c") echo @file ;;
+        "models list --backend") echo 'mlx llama.cpp' ;;
+        "models pull --quant") echo @none ;;
+        "models pull --backend") echo 'mlx llama.cpp' ;;
+        "models pull --repo") echo @none ;;
+        "models pull --include") echo @none ;;
+        "models rm --quant") echo @none ;;
+        "models rm --backend") echo 'mlx llama.cpp' ;;
+        "models rm --repo") echo @none ;;
+        "models rm --include") echo @none ;;
+        "models path --quant") echo @none ;;
+        "models path --backend") echo 'mlx llama.cpp' ;;
+        "models path --repo") echo @none ;;
+        "models path --include") echo @none ;;
     esac
     return 0
 }
@@ -71,6 +94,9 @@ _qwenocr_argument_values() {
         "scan "*) echo '' ;;
         "eval 0") echo @file ;;
         "eval 1") echo @file ;;
+        "models pull 0") echo '' ;;
+        "models rm 0") echo '' ;;
+        "models path 0") echo '' ;;
     esac
     return 0
 }

@@ -66,6 +66,7 @@ def _root(
 
 @app.command("doctor")
 def doctor_command(
+    ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the report.")] = False,
     platform: Annotated[
         Optional[str],
@@ -117,10 +118,13 @@ def doctor_command(
     Exit codes: 0 a model fits and its engine is installed; 5 nothing fits; 6 the engine
     is missing (see docs/exit-codes.md).
     """
+    from qwenocr.config import effective_config_of
+    from qwenocr.doctor import config_report
     from qwenocr.doctor import run as run_doctor
 
     code = run_doctor(
         json_output=json_output,
+        config=config_report(lambda: effective_config_of(ctx, "scan")),
         platform=platform,
         memory=memory,
         vram=vram,
@@ -167,6 +171,13 @@ class OutputFormat(str, enum.Enum):
 class ScanBackend(str, enum.Enum):
     mlx = "mlx"
     llama_cpp = "llama.cpp"
+    openai = "openai"
+
+
+class ScanMode(str, enum.Enum):
+    auto = "auto"
+    ocr = "ocr"
+    text = "text"
 
 
 @app.command("scan", help=_SCAN_HELP, no_args_is_help=True)
@@ -177,7 +188,11 @@ def scan_command(
     pages: Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read, 1-based: 1-3,7,10-")] = None,
     max_image_tokens: Annotated[int, typer.Option("--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it.")] = 1536,
     dpi: Annotated[Optional[float], typer.Option("--dpi", min=10, max=1200, help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).")] = None,
-    backend: Annotated[Optional[ScanBackend], typer.Option("--backend", help="Inference engine (default: from the hardware plan).")] = None,
+    mode: Annotated[ScanMode, typer.Option("--mode", help="ocr: always the model; text: only the PDF's own text layer; auto: the text layer where it is trustworthy, the model elsewhere.", case_sensitive=False)] = ScanMode.ocr,
+    backend: Annotated[Optional[ScanBackend], typer.Option("--backend", help="Inference engine (default: from the hardware plan); openai: an OpenAI-compatible server.")] = None,
+    base_url: Annotated[Optional[List[str]], typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://localhost:8000/v1; repeat to spread pages over several. The key comes from QWENOCR_API_KEY or OPENAI_API_KEY.")] = None,
+    api_model: Annotated[Optional[str], typer.Option("--api-model", help="Model name on the server (default: the first it serves).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Pages in flight with --backend openai.")] = 4,
     variant: Annotated[Optional[str], typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id.")] = None,
@@ -192,6 +207,7 @@ def scan_command(
     password_file: Annotated[Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; fail if model files are not cached.")] = False,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse pages finished by an interrupted run of the same command.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Load the model even if the memory check says it will not fit now.")] = False,
     n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no warnings on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr, including the engine's own log.")] = False,
@@ -220,6 +236,7 @@ def scan_command(
         render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi),
         page_timeout=page_timeout,
         skip_blank=skip_blank,
+        mode=mode.value,
     )
     request = ScanRequest(
         inputs=list(inputs),
@@ -234,6 +251,10 @@ def scan_command(
         mmproj=str(mmproj) if mmproj else None,
         offline=offline,
         resume=resume,
+        force=force,
+        base_urls=list(base_url or []),
+        api_model=api_model,
+        concurrency=concurrency,
         n_ctx=n_ctx,
         verbose=verbose,
         options=options,
@@ -320,7 +341,312 @@ def eval_command(
 
 
 # --- models --------------------------------------------------------------------------
-# (section owned by the model-management work: qwenocr/models.py)
+# (section owned by the model-management work: qwenocr/models.py, qwenocr/modelstore.py)
+
+_MODELS_HELP = """Model files in the Hugging Face cache: list what is there, pull, remove, print paths.
+
+Files live in the standard Hugging Face cache (HF_HUB_CACHE, by default ~/.cache/huggingface/hub), shared with mlx-vlm and every other huggingface_hub tool: nothing is downloaded twice.
+
+[bold]Examples[/bold]
+
+  qwenocr models list
+
+  qwenocr models pull 9B                          the precision and engine doctor picks
+
+  qwenocr models pull 27B --quant Q8_0 --backend llama.cpp
+
+  qwenocr models path 9B --backend llama.cpp      the GGUF, then the mmproj
+
+  qwenocr models rm 27B
+"""
+
+models_app = typer.Typer(name="models", help=_MODELS_HELP, no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(models_app, name="models")
+
+
+_ModelVariant = Annotated[
+    Optional[str],
+    typer.Argument(help="Qwen 3.5 size: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.", show_default=False),
+]
+_ModelQuant = Annotated[
+    Optional[str],
+    typer.Option("--quant", help="Precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)."),
+]
+class ModelBackend(str, enum.Enum):
+    mlx = "mlx"
+    llama_cpp = "llama.cpp"
+
+
+_ModelBackend = Annotated[Optional[ModelBackend], typer.Option("--backend", help="Engine whose files to use: mlx or llama.cpp.")]
+_ModelRepo = Annotated[Optional[str], typer.Option("--repo", help="Any Hugging Face repo id (ORG/NAME) instead of a VARIANT.")]
+_ModelInclude = Annotated[
+    Optional[List[str]],
+    typer.Option("--include", help="With --repo: only the files matching this glob (repeatable).", show_default=False),
+]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
+_Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
+_Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"
+
+
+def _model_targets(ctx: typer.Context, variant, quant, backend, repo, include, *, every_precision: bool = False):
+    """(targets, plan) for a models command: a --repo, every cached precision (rm), or the plan's pick."""
+    from qwenocr import modelstore
+    from qwenocr.errors import UsageError
+
+    backend_name = backend.value if backend is not None else None
+    variant_name = variant.strip() if variant else None
+    if repo is not None:
+        if variant_name is not None:
+            raise UsageError("give a VARIANT or --repo ORG/NAME, not both")
+        for name, value in (("quant", quant), ("backend", backend)):
+            # Set by QWENOCR_* or the config file for scan's sake: not meant for a repo.
+            if value is not None and _from_command_line(ctx, name):
+                raise UsageError(f"--{name} applies to a VARIANT", "with --repo, choose files with --include PATTERN")
+        return [modelstore.repo_target(repo, include or ())], None
+    if include and _from_command_line(ctx, "include"):
+        raise UsageError("--include picks files of a --repo ORG/NAME", "for a catalog model use --quant and --backend")
+    if variant_name is None:
+        raise UsageError("name a model: a VARIANT such as 9B, or --repo ORG/NAME", "`qwenocr models list` shows the catalog")
+    if every_precision:
+        return modelstore.variant_targets(variant_name, quant, backend_name), None
+    target, plan = modelstore.planned_target(variant_name, quant, backend_name)
+    return [target], plan
+
+
+def _ask_on_stderr(question: str) -> bool:
+    # Not typer.confirm: Click hands the prompt's last space to input(), which writes it
+    # to stdout, and stdout carries only the product.
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _say(level: int):
+    def say(text: str) -> None:
+        if level >= 0:
+            typer.echo(f"qwenocr: {text}", err=True)
+
+    return say
+
+
+@models_app.command("list")
+def models_list_command(
+    ctx: typer.Context,
+    backend: _ModelBackend = None,
+    all_backends: Annotated[bool, typer.Option("--all", help="Both engines' files (default: this machine's engine).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    quiet: _Quiet = False,
+    verbose: _Verbose = False,
+    debug: _Debug = False,
+) -> None:
+    """Every variant × precision of the catalog, and what the Hugging Face cache holds of it.
+
+    The row marked → is what `qwenocr scan` picks on this machine. "partial" means some
+    files are missing (an interrupted pull: pulling again completes it). Cached files of
+    other Qwen 3.5 quantisations (e.g. a Q4_K_M pulled with --repo) are listed below.
+    Sizes are on disk, in GB = 10⁹ bytes. Never touches the network.
+
+    [bold]Examples[/bold]
+
+      qwenocr models list
+      qwenocr models list --all
+      qwenocr models list --json | jq -r '.models[] | select(.status == "cached") | .paths[0]'
+    """
+    import json
+    import os
+
+    from qwenocr import modelstore
+    from qwenocr.catalog import BACKENDS
+    from qwenocr.config import verbosity
+    from qwenocr.console import stdout_console
+
+    _state["debug"] = _state["debug"] or debug
+    level = verbosity(quiet, verbose, debug, ctx)
+    planned = None
+    try:
+        from qwenocr.hardware import detect
+        from qwenocr.plan import make_plan
+
+        plan = make_plan(detect())
+        if plan.fits:
+            planned = modelstore.catalog_target(plan.variant, plan.bits, plan.backend)
+        default_backend = plan.backend
+    except QwenOCRError:
+        default_backend = "mlx" if sys.platform == "darwin" else "llama.cpp"
+    backends = tuple(BACKENDS) if all_backends else ((backend.value,) if backend else (default_backend,))
+    cache = modelstore.Cache.scan()
+    listing = modelstore.list_models(cache, backends, planned)
+    if level >= 1:
+        typer.echo(f"qwenocr: cache {cache.directory} (from {modelstore.cache_dir_source()})", err=True)
+    if json_output:
+        sys.stdout.write(json.dumps(listing.to_dict(), indent=2) + "\n")
+        return
+    console = stdout_console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # a pipe or a file: don't fold the repo names into 80 columns
+    for part in modelstore.render_listing(listing):
+        console.print(part)
+
+
+@models_app.command("pull")
+def models_pull_command(
+    ctx: typer.Context,
+    variant: _ModelVariant = None,
+    quant: _ModelQuant = None,
+    backend: _ModelBackend = None,
+    repo: _ModelRepo = None,
+    include: _ModelInclude = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: only check that the files are cached (exit 7 if not).")] = False,
+    quiet: _Quiet = False,
+    verbose: _Verbose = False,
+    debug: _Debug = False,
+) -> None:
+    """Download a model into the Hugging Face cache, then check every file's size against the hub.
+
+    Without --quant/--backend it fetches what `qwenocr doctor` picks for that variant on
+    this machine. Files already cached are not downloaded again, and an interrupted
+    download resumes where it stopped when the same command runs again. Progress goes
+    to stderr; when done, the model's local paths go to stdout (as `models path` prints
+    them). With --offline (or HF_HUB_OFFLINE=1) it only checks the cache.
+
+    [bold]Examples[/bold]
+
+      qwenocr models pull 9B
+      qwenocr models pull 35B-A3B --quant MXFP4 --backend mlx
+      qwenocr models pull --repo unsloth/Qwen3.5-9B-GGUF --include '*Q4_K_M.gguf' --include 'mmproj-F16.gguf'
+      qwenocr models pull 9B --offline            is it all there?
+
+    Exit codes: 0 done (or already cached); 7 the hub can't be reached, a file is missing
+    or has the wrong size, or --offline and not cached.
+    """
+    from qwenocr import modelstore
+    from qwenocr.config import verbosity
+    from qwenocr.models import offline_requested
+
+    _state["debug"] = _state["debug"] or debug
+    level = verbosity(quiet, verbose, debug, ctx)
+    say = _say(level)
+    (target,), plan = _model_targets(ctx, variant, quant, backend, repo, include)
+    if plan is not None and not plan.fits and plan.choice is not None:
+        say(f"warning: {target.label} does not fit this machine by doctor's estimate ({plan.choice.reason}); pulling it anyway")
+    if offline_requested(offline):
+        result = modelstore.pull_offline(target, modelstore.Cache.scan())
+        say(f"{target.label}: all {len(result.files)} file(s) are in the cache ({modelstore.human_size(result.size)}); offline, sizes not checked against the hub")
+    else:
+        result = modelstore.pull(target, announce=say, quiet=level < 0)
+        what = "already cached" if result.already else "downloaded"
+        say(
+            f"{target.label}: {len(result.files)} file(s), {modelstore.human_size(result.size)}, {what};"
+            f" sizes match the hub (commit {result.revision[:7]})"
+        )
+    if level >= 1:
+        say(f"snapshot folder: {result.folder}")
+    for path in result.load_paths():
+        typer.echo(str(path))
+
+
+@models_app.command("rm")
+def models_rm_command(
+    ctx: typer.Context,
+    variant: _ModelVariant = None,
+    quant: _ModelQuant = None,
+    backend: _ModelBackend = None,
+    repo: _ModelRepo = None,
+    include: _ModelInclude = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    quiet: _Quiet = False,
+    verbose: _Verbose = False,
+    debug: _Debug = False,
+) -> None:
+    """Remove a model's files from the Hugging Face cache, after listing them and asking.
+
+    VARIANT alone removes every cached precision of it for both engines; --quant and
+    --backend narrow that down. A projector (mmproj) that another cached precision still
+    uses is kept. --repo removes that whole repo, or only the files matching --include.
+    Without a terminal to ask on, it refuses unless --yes is given.
+
+    [bold]Examples[/bold]
+
+      qwenocr models rm 27B
+      qwenocr models rm 9B --quant Q8_0 --backend llama.cpp --yes
+      qwenocr models rm --repo unsloth/Qwen3.5-9B-GGUF --include '*Q4_K_M.gguf'
+
+    Exit codes: 0 removed, nothing cached, or declined; 2 no terminal to ask on and no --yes.
+    """
+    from qwenocr import modelstore
+    from qwenocr.config import verbosity
+    from qwenocr.errors import UsageError
+
+    _state["debug"] = _state["debug"] or debug
+    level = verbosity(quiet, verbose, debug, ctx)
+    say = _say(level)
+    targets, _ = _model_targets(ctx, variant, quant, backend, repo, include, every_precision=True)
+    cache = modelstore.Cache.scan()
+    removal = modelstore.plan_removal(cache, targets)
+    if removal.empty:
+        what = targets[0].label if len(targets) == 1 else f"{targets[0].variant} ({len(targets)} precision/engine combinations)"
+        say(f"nothing to remove: {what} has no files in the Hugging Face cache ({cache.directory})")
+        for f, user in removal.kept:
+            say(f"kept {f.repo} {f.path}: {user} uses it")
+        return
+    lines = modelstore.describe_removal(removal)
+    if not yes:
+        if not sys.stdin.isatty():
+            for line in ["would remove, " + lines[0]] + lines[1:]:
+                typer.echo(line, err=True)
+            raise UsageError("not removing without confirmation: stdin is not a terminal", "run it again with --yes")
+        for line in ["will remove, " + lines[0]] + lines[1:]:
+            typer.echo(line, err=True)
+        if not _ask_on_stderr(f"Remove {len(removal.files)} file(s)?"):
+            say("nothing removed")
+            return
+    elif level >= 1:
+        for line in ["removing, " + lines[0]] + lines[1:]:
+            typer.echo(line, err=True)
+    removal.execute()
+    say(f"removed {len(removal.files)} file(s), freed {modelstore.human_size(removal.freed)}")
+
+
+@models_app.command("path")
+def models_path_command(
+    ctx: typer.Context,
+    variant: _ModelVariant = None,
+    quant: _ModelQuant = None,
+    backend: _ModelBackend = None,
+    repo: _ModelRepo = None,
+    include: _ModelInclude = None,
+    quiet: _Quiet = False,
+    verbose: _Verbose = False,
+    debug: _Debug = False,
+) -> None:
+    """Print where a cached model's files are, one path per line, for scripts.
+
+    llama.cpp: the model GGUF (the first shard of a split one), then the mmproj. MLX: the
+    model folder. --repo: the same for a repo's files (a GGUF repo: each model, then the
+    projectors). Without --quant/--backend: what `qwenocr scan --variant VARIANT` loads
+    here. Never downloads; exit 7 if the files are not all cached.
+
+    [bold]Examples[/bold]
+
+      qwenocr models path 9B
+      llama-mtmd-cli -m "$(qwenocr models path 9B --backend llama.cpp | head -1)" --mmproj "$(qwenocr models path 9B --backend llama.cpp | tail -1)"
+      mlx_vlm.generate --model "$(qwenocr models path 9B --backend mlx)" --image page.png
+    """
+    from qwenocr import modelstore
+    from qwenocr.config import verbosity
+
+    _state["debug"] = _state["debug"] or debug
+    verbosity(quiet, verbose, debug, ctx)
+    (target,), _ = _model_targets(ctx, variant, quant, backend, repo, include)
+    found = modelstore.locate(modelstore.Cache.scan(), target)
+    for path in found.load_paths():
+        typer.echo(str(path))
 
 
 def main() -> None:

@@ -156,20 +156,59 @@ def report_dict(plan, engine: EngineStatus) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class ConfigReport:
+    """The configuration `scan` would run with: each option's value and where it came from."""
+
+    file: str  # the config file's path, whether or not it exists
+    file_found: bool
+    entries: tuple  # qwenocr.config.ConfigEntry
+    error: Optional[str] = None  # a bad value in the environment or the file
+
+    def to_dict(self) -> dict:
+        def plain(value):
+            return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+        return {
+            "command": "scan",
+            "file": self.file,
+            "file_found": self.file_found,
+            "options": [{"name": e.name, "value": plain(e.value), "source": e.source} for e in self.entries],
+            "error": self.error,
+        }
+
+
+def config_report(entries) -> ConfigReport:
+    """`entries()` gives scan's effective configuration (config.effective_config_of); a
+    UsageError from it (a bad QWENOCR_* value or config file) is reported, not raised."""
+    from qwenocr.config import config_path
+
+    path = config_path()
+    try:
+        found, error = tuple(entries()), None
+    except UsageError as problem:
+        found, error = (), problem.one_line()
+    return ConfigReport(str(path), path.is_file(), found, error)
+
+
 def run(
     *,
     json_output: bool = False,
     out: Optional[TextIO] = None,
+    config: Optional[ConfigReport] = None,
     **options,
 ) -> int:
     """Build the report, write it to `out` (stdout), return the exit code."""
     out = out or sys.stdout
     plan, engine = build(**options)
     if json_output:
-        out.write(json.dumps(report_dict(plan, engine), indent=2) + "\n")
+        data = report_dict(plan, engine)
+        if config is not None:
+            data["config"] = config.to_dict()
+        out.write(json.dumps(data, indent=2) + "\n")
         out.flush()
     else:
-        render(plan, engine, out)
+        render(plan, engine, out, config)
     return exit_code(plan, engine)
 
 
@@ -243,7 +282,7 @@ def _speed(c) -> str:
     return figure + ("*" if c.speed_assumed else "")
 
 
-def render(plan, engine: EngineStatus, out: TextIO) -> None:
+def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigReport] = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -348,6 +387,16 @@ def render(plan, engine: EngineStatus, out: TextIO) -> None:
         console.print("[bold]Advice[/bold]")
         for line in plan.advice:
             console.print(f"  • {escape(line)}")
+    if config is not None:
+        from qwenocr.config import render_config_table
+
+        console.print()
+        console.print("[bold]Configuration[/bold] (what `qwenocr scan` runs with: flag > QWENOCR_* > config file > default)")
+        console.print(f"  Config file: {escape(config.file)}" + ("" if config.file_found else " [dim](none)[/dim]"))
+        if config.error:
+            console.print(f"  [red]{escape(config.error)}[/red]")
+        else:
+            console.print(render_config_table(config.entries))
     code = exit_code(plan, engine)
     if code:
         console.print()

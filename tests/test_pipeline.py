@@ -325,3 +325,97 @@ def test_memory_stays_flat_render_queue_is_bounded(tmp_path):
 
         list(run_document(document, list(range(1, 21)), Watcher(), ScanOptions()))
     assert max(seen_ahead) <= 3
+
+
+# --- --mode auto | text (the PDF's own text layer) -------------------------------------
+
+def test_mode_auto_uses_good_text_layers_and_ocrs_the_rest(tmp_path):
+    from tests import textlayer_pdfs
+
+    pdf = tmp_path / "mixed.pdf"
+    pdf.write_bytes(textlayer_pdfs.mixed_pdf())  # born-digital, image-only, stamped scan, glyph soup
+    options = ScanOptions(mode="auto", skip_blank=False)
+    code, text, backend = _scan(tmp_path, [pdf], fmt="jsonl", options=options)
+    pages = [json.loads(line) for line in text.splitlines()]
+    assert [p["source"] for p in pages] == ["text-layer", "model", "model", "model"]
+    assert "deliverables" in pages[0]["text"]
+    assert pages[0]["text_layer"]["usable"] is True
+    assert len(backend.calls) == 3
+    assert code == ExitCode.OK
+
+
+def test_mode_text_runs_no_model(tmp_path):
+    from tests import textlayer_pdfs
+
+    pdf = tmp_path / "mixed.pdf"
+    pdf.write_bytes(textlayer_pdfs.mixed_pdf())
+    out = io.StringIO()
+    request = ScanRequest(inputs=[str(pdf)], fmt="jsonl", options=ScanOptions(mode="text"))
+    code = run_scan(request, out, Reporter(quiet=True))  # no engine seam: nothing is loaded
+    pages = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [p["status"] for p in pages] == ["ok", "error", "error", "error"]
+    assert "no usable text layer" in pages[1]["error"]
+    assert code == ExitCode.PARTIAL
+
+
+def test_mode_is_part_of_the_checkpoint_key(tmp_path, pdf3):
+    from qwenocr.scan import _output_settings
+
+    request = ScanRequest(inputs=[str(pdf3)])
+    model = ModelFiles("fake", Path("fake"), None, "fake-model")
+    assert _output_settings(request, ScanOptions(mode="auto"), model) != _output_settings(request, ScanOptions(mode="ocr"), model)
+
+
+# --- batches: directories, patterns, name clashes, several documents in flight ----------
+
+def test_directory_input_expands_to_its_documents(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    samples.write_pdf(folder / "a.pdf", pages=1)
+    samples.write_pdf(folder / "sub" / "a.pdf", pages=2)
+    samples.page_image(1).save(folder / "c.png")
+    (folder / "notes.txt").write_text("not a document")
+    out = tmp_path / "out"
+    code, stdout, backend = _scan(tmp_path, [folder], output=out, fmt="json")
+    assert code == ExitCode.OK and stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["a-2.json", "a.json", "c.json"]
+    assert len(backend.calls) == 4
+
+
+def test_quoted_pattern_is_expanded(tmp_path):
+    for name in ("x1.pdf", "x2.pdf"):
+        samples.write_pdf(tmp_path / name, pages=1)
+    code, text, backend = _scan(tmp_path, [tmp_path / "x*.pdf"], fmt="jsonl")
+    assert [json.loads(line)["file"] for line in text.splitlines()] == [str(tmp_path / "x1.pdf"), str(tmp_path / "x2.pdf")]
+
+
+def test_empty_directory_is_an_input_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no PDF or image"):
+        _scan(tmp_path, [tmp_path / "empty"])
+
+
+def test_server_backend_keeps_several_documents_in_flight(tmp_path):
+    """With a concurrent backend and -o DIR, pages of different files overlap, and the
+    backend never sees more requests at once than its concurrency."""
+    active = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    class Server(FakeBackend):
+        def generate(self, image, prompt, settings, on_piece=None):
+            with lock:
+                active["now"] += 1
+                active["max"] = max(active["max"], active["now"])
+            try:
+                time.sleep(0.3)
+                return super().generate(image, prompt, settings, on_piece)
+            finally:
+                with lock:
+                    active["now"] -= 1
+
+    files = [samples.write_pdf(tmp_path / f"f{i}.pdf", pages=1, size=(200, 260)) for i in range(6)]
+    backend = Server(concurrency=3)
+    code, _, _ = _scan(tmp_path, files, backend=backend, output=tmp_path / "out")
+    assert code == ExitCode.OK
+    assert len(list((tmp_path / "out").iterdir())) == 6
+    assert 1 < active["max"] <= 3  # overlapping documents, never above the limit

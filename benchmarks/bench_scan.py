@@ -1,0 +1,167 @@
+"""Benchmarks for `qwenocr scan`: pipeline overhead, memory growth, start-up time.
+
+Each is a ratio or a difference measured on the same machine in one run, because these
+machines are noisy; the numbers are recorded in docs/performance.md. Not a test: run
+
+    python benchmarks/bench_scan.py overhead --pages 20
+    python benchmarks/bench_scan.py memory --small 10 --large 500
+    python benchmarks/bench_scan.py startup --runs 15
+
+The tiny random-weight checkpoints come from tests/fixtures/build_tiny_models.py
+(QWENOCR_TEST_MODELS, as set by scripts/test.sh; or --models DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests import samples  # noqa: E402
+
+# The engine settings both sides of the overhead comparison use.
+MAX_TOKENS = 24
+IMAGE_TOKENS = 256
+
+BARE_ENGINE = r"""
+import base64, io, sys, time, json, ctypes
+from pathlib import Path
+import llama_cpp
+from llama_cpp.llama_chat_format import MTMDChatHandler
+
+@llama_cpp.llama_log_callback
+def quiet(level, text, data):
+    pass
+llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
+
+class Handler(MTMDChatHandler):
+    def __call__(self, **kwargs):
+        kwargs["enable_thinking"] = False
+        return super().__call__(**kwargs)
+
+model, mmproj, folder, max_tokens, n_ctx = sys.argv[1:6]
+llm = llama_cpp.Llama(model_path=model, chat_handler=Handler(clip_model_path=mmproj, verbose=False),
+                      n_ctx=int(n_ctx), n_gpu_layers=-1, verbose=False)
+for png in sorted(Path(folder).glob("*.png")):
+    uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    llm.reset()
+    out = llm.create_chat_completion(
+        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
+                                                {"type": "text", "text": sys.argv[6]}]}],
+        max_tokens=int(max_tokens), temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=0)
+"""
+
+
+def _models(args) -> Path:
+    root = args.models or os.environ.get("QWENOCR_TEST_MODELS")
+    if not root:
+        sys.exit("set QWENOCR_TEST_MODELS or pass --models (run bash scripts/test.sh first)")
+    return Path(root)
+
+
+def _gguf(models: Path) -> tuple[Path, Path]:
+    manifest = json.loads((models / "manifest.json").read_text())
+    return models / manifest["dense_gguf"], models / manifest["dense_mmproj"]
+
+
+def _timed(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of a child process."""
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-2000:]}")
+    peak_kib = int(proc.stderr.strip().splitlines()[-1])
+    return elapsed, peak_kib
+
+
+def overhead(args) -> None:
+    """qwenocr scan vs the bare engine calls on the same pre-rendered pages."""
+    from qwenocr.pages import RenderSettings, open_document
+    from qwenocr.pipeline import DEFAULT_PROMPT
+
+    model, mmproj = _gguf(_models(args))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pdf = samples.write_pdf(tmp / "doc.pdf", pages=args.pages, size=(850, 1100))
+        rendered = tmp / "pages"
+        rendered.mkdir()
+        with open_document(pdf) as document:
+            for number in range(1, document.page_count + 1):
+                document.render(number, RenderSettings(max_image_tokens=IMAGE_TOKENS)).save(rendered / f"{number:04d}.png")
+        n_ctx = str(IMAGE_TOKENS + MAX_TOKENS + 512 + 256)
+        bare = [sys.executable, "-c", BARE_ENGINE, str(model), str(mmproj), str(rendered), str(MAX_TOKENS), n_ctx, DEFAULT_PROMPT]
+        ours = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
+                "--max-tokens", str(MAX_TOKENS), "--max-image-tokens", str(IMAGE_TOKENS), "--no-resume", "--quiet",
+                "--n-ctx", n_ctx, "-o", str(tmp / "out.md")]
+        bare_times, our_times = [], []
+        for _ in range(args.repeats):  # interleaved, so drifting load hits both alike
+            bare_times.append(_timed(bare)[0])
+            our_times.append(_timed(ours)[0])
+    b, o = statistics.median(bare_times), statistics.median(our_times)
+    print(json.dumps({"benchmark": "overhead", "pages": args.pages, "repeats": args.repeats,
+                      "bare_s": round(b, 2), "qwenocr_s": round(o, 2), "ratio": round(o / b, 3),
+                      "bare_all": [round(t, 2) for t in bare_times], "qwenocr_all": [round(t, 2) for t in our_times]}))
+
+
+def memory(args) -> None:
+    """Peak RSS of qwenocr scan on a small and a large PDF: the growth must stay small."""
+    model, mmproj = _gguf(_models(args))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for pages in (args.small, args.large):
+            pdf = samples.write_pdf(tmp / f"doc{pages}.pdf", pages=pages, size=(850, 1100))
+            command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
+                       "--max-tokens", "2", "--max-image-tokens", "64", "--no-resume", "--quiet", "-f", "json",
+                       "-o", str(tmp / f"out{pages}.json")]
+            seconds, peak = _timed(command)
+            results[pages] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1)}
+    growth = results[args.large]["peak_rss_mb"] - results[args.small]["peak_rss_mb"]
+    print(json.dumps({"benchmark": "memory", "runs": results, "growth_mb": round(growth, 1)}))
+
+
+def startup(args) -> None:
+    """`qwenocr --help` against a bare `python -c pass` (median of several runs)."""
+    def median_of(command):
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    bare = median_of([sys.executable, "-c", "pass"])
+    help_ = median_of([sys.executable, "-m", "qwenocr", "--help"])
+    scan_help = median_of([sys.executable, "-m", "qwenocr", "scan", "--help"])
+    print(json.dumps({"benchmark": "startup", "python_s": round(bare, 3), "help_s": round(help_, 3),
+                      "scan_help_s": round(scan_help, 3), "help_minus_python_s": round(help_ - bare, 3)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", help="tiny model fixture dir (default: $QWENOCR_TEST_MODELS)")
+    sub = parser.add_subparsers(dest="which", required=True)
+    p = sub.add_parser("overhead")
+    p.add_argument("--pages", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("memory")
+    p.add_argument("--small", type=int, default=10)
+    p.add_argument("--large", type=int, default=500)
+    p = sub.add_parser("startup")
+    p.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    {"overhead": overhead, "memory": memory, "startup": startup}[args.which](args)
+
+
+if __name__ == "__main__":
+    main()
