@@ -5,6 +5,7 @@ machines are noisy; the numbers are recorded in docs/performance.md. Not a test:
 
     python benchmarks/bench_scan.py overhead --pages 20
     python benchmarks/bench_scan.py memory --small 10 --large 500
+    python benchmarks/bench_scan.py modes --pages 50
     python benchmarks/bench_scan.py startup --runs 15
 
 The tiny random-weight checkpoints come from tests/fixtures/build_tiny_models.py
@@ -147,6 +148,32 @@ def startup(args) -> None:
                       "scan_help_s": round(scan_help, 3), "help_minus_python_s": round(help_ - bare, 3)}))
 
 
+def modes(args) -> None:
+    """--mode auto vs --mode ocr on a born-digital PDF: the text layer skips the model."""
+    from tests import textlayer_pdfs
+
+    model, mmproj = _gguf(_models(args))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pdf = tmp / "born-digital.pdf"
+        one_page = textlayer_pdfs.born_digital_pdf()
+        import pypdfium2 as pdfium
+
+        document = pdfium.PdfDocument.new()
+        source = pdfium.PdfDocument(one_page)
+        for _ in range(args.pages):
+            document.import_pages(source)
+        document.save(str(pdf))
+        for mode in ("ocr", "auto"):
+            command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--mode", mode, "--model", str(model),
+                       "--mmproj", str(mmproj), "--max-tokens", str(MAX_TOKENS), "--max-image-tokens", str(IMAGE_TOKENS),
+                       "--no-resume", "--quiet", "-o", str(tmp / f"{mode}.md")]
+            results[mode] = round(_timed(command)[0], 2)
+    print(json.dumps({"benchmark": "modes", "pages": args.pages, "seconds": results,
+                      "speedup": round(results["ocr"] / results["auto"], 1)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="tiny model fixture dir (default: $QWENOCR_TEST_MODELS)")
@@ -157,10 +184,12 @@ def main() -> None:
     p = sub.add_parser("memory")
     p.add_argument("--small", type=int, default=10)
     p.add_argument("--large", type=int, default=500)
+    p = sub.add_parser("modes")
+    p.add_argument("--pages", type=int, default=50)
     p = sub.add_parser("startup")
     p.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    {"overhead": overhead, "memory": memory, "startup": startup}[args.which](args)
+    {"overhead": overhead, "memory": memory, "modes": modes, "startup": startup}[args.which](args)
 
 
 if __name__ == "__main__":

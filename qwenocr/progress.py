@@ -6,6 +6,7 @@ output stay clean. Warnings and the final summary still go to stderr (not with -
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Optional
@@ -16,11 +17,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from qwenocr.results import PageResult
 
 
+class _ReporterLogHandler(logging.Handler):
+    """Routes qwenocr's library logs (e.g. a server retry) through the reporter."""
+
+    def __init__(self, reporter: "Reporter"):
+        super().__init__()
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            self.reporter.warn(message)
+        else:
+            self.reporter.info(message)
+
+
 class Reporter:
     def __init__(self, quiet: bool = False, verbose: bool = False, stream=None):
         self.quiet = quiet
         self.verbose = verbose
         self.console = Console(file=stream or sys.stderr, stderr=True, highlight=False)
+        logger = logging.getLogger("qwenocr")
+        logger.handlers[:] = [_ReporterLogHandler(self)]
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.propagate = False
         self.interactive = self.console.is_terminal and not quiet
         self._progress: Optional[Progress] = None
         self._task: Optional[TaskID] = None
@@ -31,14 +51,14 @@ class Reporter:
     # --- messages -------------------------------------------------------------------
     def info(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"qwenocr: warning: {message}", markup=False, style="yellow")
+            self.console.print(f"qwenocr: warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.console.print(f"qwenocr: error: {message}", markup=False, style="red")
+        self.console.print(f"qwenocr: error: {message}", markup=False, style="red", soft_wrap=True)
 
     # --- progress -------------------------------------------------------------------
     def __enter__(self) -> "Reporter":
