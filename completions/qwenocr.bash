@@ -15,7 +15,7 @@ _qwenocr_options() {
     # $1: a command path; prints its options
     case "$1" in
         "") echo '--version --help' ;;
-        "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --max-image-tokens --max-output-tokens --help' ;;
+        "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --max-image-tokens --max-output-tokens --base-url --help' ;;
         "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
         "models") echo --help ;;
@@ -30,7 +30,7 @@ _qwenocr_options() {
 _qwenocr_takes_value() {
     # $1: a command path, $2: an option; succeeds if the option takes a value
     case "$1 $2" in
-        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
+        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
     esac
     return 1
 }
@@ -47,6 +47,7 @@ _qwenocr_option_values() {
         "doctor --backend") echo @none ;;
         "doctor --max-image-tokens") echo @none ;;
         "doctor --max-output-tokens") echo @none ;;
+        "doctor --base-url") echo @none ;;
         "scan --output"|"scan -o") echo @file ;;
         "scan --format"|"scan -f") echo 'markdown json jsonl' ;;
         "scan --pages"|"scan -p") echo @none ;;

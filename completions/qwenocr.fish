@@ -3,7 +3,7 @@
 # Installation: docs/completions.md.
 
 set -g __qwenocr_commands '|doctor' '|scan' '|eval' '|models' 'models|list' 'models|pull' 'models|rm' 'models|path'
-set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include'
+set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'doctor|--base-url' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include'
 
 # The command path before the cursor ("", "scan", "models pull"): subcommands are
 # followed, options and their values skipped.
@@ -56,6 +56,7 @@ complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'quant' -x -d 'Force a precisi
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'backend' -x -d 'Force the engine: mlx or llama.cpp'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'max-image-tokens' -x -d 'Visual tokens per page the estimate allows for'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'max-output-tokens' -x -d 'Output tokens per page the estimate allows for'
+complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'base-url' -x -d 'Check OpenAI-compatible servers instead (for scan --backend openai): do they answer, which models do they serve? Repeatable'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l help -d 'Show this message and exit'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'output' -s 'o' -r -F -d 'Output file, or directory for several inputs (default: stdout)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'format' -s 'f' -x -a 'markdown json jsonl' -d 'Output format'

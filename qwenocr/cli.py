@@ -98,6 +98,10 @@ def doctor_command(
     max_output_tokens: Annotated[
         int, typer.Option("--max-output-tokens", min=16, help="Output tokens per page the estimate allows for.")
     ] = 4096,
+    base_url: Annotated[
+        Optional[List[str]],
+        typer.Option("--base-url", help="Check OpenAI-compatible servers instead (for scan --backend openai): do they answer, which models do they serve? Repeatable."),
+    ] = None,
 ) -> None:
     """What can this machine run? Every Qwen 3.5 variant × precision against the memory it can use.
 
@@ -114,10 +118,15 @@ def doctor_command(
       qwenocr doctor --platform cuda --vram 48,48
       qwenocr doctor --platform cpu --memory 24
       qwenocr doctor --variant 27B --quant 8bit
+      qwenocr doctor --base-url http://gpu-box:8000/v1
 
     Exit codes: 0 a model fits and its engine is installed; 5 nothing fits; 6 the engine
     is missing (see docs/exit-codes.md).
     """
+    if base_url:
+        from qwenocr.doctor import check_servers
+
+        sys.exit(check_servers(base_url, json_output=json_output))
     from qwenocr.config import effective_config_of
     from qwenocr.doctor import config_report
     from qwenocr.doctor import run as run_doctor
@@ -366,7 +375,7 @@ app.add_typer(models_app, name="models")
 
 _ModelVariant = Annotated[
     Optional[str],
-    typer.Argument(help="Qwen 3.5 size: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.", show_default=False),
+    typer.Argument(metavar="VARIANT", help="Qwen 3.5 size: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.", show_default=False),
 ]
 _ModelQuant = Annotated[
     Optional[str],
@@ -522,8 +531,8 @@ def models_pull_command(
       qwenocr models pull --repo unsloth/Qwen3.5-9B-GGUF --include '*Q4_K_M.gguf' --include 'mmproj-F16.gguf'
       qwenocr models pull 9B --offline            is it all there?
 
-    Exit codes: 0 done (or already cached); 7 the hub can't be reached, a file is missing
-    or has the wrong size, or --offline and not cached.
+    Exit codes: 0 done (or already cached); 4 the disk is full; 7 the hub can't be
+    reached, a file is missing or has the wrong size, or --offline and not cached.
     """
     from qwenocr import modelstore
     from qwenocr.config import verbosity
@@ -636,7 +645,7 @@ def models_path_command(
 
       qwenocr models path 9B
       llama-mtmd-cli -m "$(qwenocr models path 9B --backend llama.cpp | head -1)" --mmproj "$(qwenocr models path 9B --backend llama.cpp | tail -1)"
-      mlx_vlm.generate --model "$(qwenocr models path 9B --backend mlx)" --image page.png
+      python -m mlx_vlm.generate --model "$(qwenocr models path 9B --backend mlx)" --image page.png
     """
     from qwenocr import modelstore
     from qwenocr.config import verbosity

@@ -403,3 +403,36 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigRepor
         why = "nothing fits" if code == ExitCode.NOTHING_FITS else "the engine is missing"
         console.print(f"[dim]exit code {code}: {why}[/dim]")
 
+
+
+def check_servers(base_urls, json_output: bool = False) -> int:
+    """`doctor --base-url`: does each OpenAI-compatible server answer, and with which
+    models? Exit 0 when all answer, BACKEND_ERROR (11) otherwise."""
+    import json
+
+    from qwenocr.backends.openai import api_key_from_env, check_server
+    from qwenocr.errors import ExitCode
+
+    key = api_key_from_env()
+    results = [check_server(url, key) for url in base_urls]
+    if json_output:
+        sys.stdout.write(json.dumps({"servers": results}, indent=2) + "\n")
+    else:
+        from rich.table import Table
+
+        from qwenocr.console import stdout_console
+
+        table = Table(title="OpenAI-compatible servers", title_justify="left")
+        for column in ("server", "answers", "models", "latency", "problem"):
+            table.add_column(column, overflow="fold")
+        for result in results:
+            table.add_row(
+                result["base_url"],
+                "yes" if result["reachable"] and not result["error"] else "no",
+                ", ".join(result["models"]) or "-",
+                f"{result['latency_s'] * 1000:.0f} ms" if result["latency_s"] is not None else "-",
+                result["error"] or "",
+            )
+        stdout_console().print(table)
+    healthy = all(r["reachable"] and not r["error"] for r in results)
+    return int(ExitCode.OK if healthy else ExitCode.BACKEND_ERROR)

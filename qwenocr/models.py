@@ -89,10 +89,17 @@ def _require_file(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path}: no such file")
 
 
-def fetch(repo: str, patterns: List[str], offline: bool, what: str = "", pull_command: Optional[str] = None) -> Path:
-    """Download (or find in the cache) the files of `repo` matching `patterns`.
-
-    Returns the snapshot folder. Raises ModelUnavailableError with the missing names.
+def fetch(
+    repo: str,
+    patterns: List[str],
+    offline: bool,
+    what: str = "",
+    pull_command: Optional[str] = None,
+    optional: Sequence[str] = (),
+) -> Path:
+    """Download (or find in the cache) the files of `repo` matching `patterns` (and
+    `optional` ones, which may be absent). Returns the snapshot folder; raises
+    ModelUnavailableError naming the required patterns that matched nothing.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -101,7 +108,7 @@ def fetch(repo: str, patterns: List[str], offline: bool, what: str = "", pull_co
         folder = Path(
             snapshot_download(
                 repo_id=repo,
-                allow_patterns=patterns,
+                allow_patterns=list(patterns) + list(optional),
                 local_files_only=offline,
             )
         )
@@ -129,10 +136,11 @@ def resolve_repo(
     mmproj_patterns: List[str],
     offline: bool,
     pull_command: Optional[str] = None,
+    optional: Sequence[str] = (),
 ) -> ModelFiles:
     """A repo id (from the plan or from --model) to local files."""
     wanted = list(dict.fromkeys(patterns + mmproj_patterns))  # once each, in order
-    folder = fetch(repo, wanted, offline, pull_command=pull_command)
+    folder = fetch(repo, wanted, offline, pull_command=pull_command, optional=optional)
     if backend == "mlx":
         return ModelFiles("mlx", folder, None, repo)
     files = [p for p in folder.rglob("*.gguf")]

@@ -21,6 +21,7 @@ cause are `QwenOCRError`s. huggingface_hub is imported inside the functions, so 
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from qwenocr import catalog
-from qwenocr.errors import ModelUnavailableError, UsageError
+from qwenocr.errors import ModelUnavailableError, OutputError, QwenOCRError, UsageError
 
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
@@ -563,8 +564,8 @@ def pull_offline(target: Target, cache: Cache) -> PullResult:
     return PullResult(target, found.snapshot.folder, found.snapshot.revision, files, already=True, verified=False)
 
 
-def _hub_error(error: BaseException, repo: str) -> ModelUnavailableError:
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+def _hub_error(error: BaseException, repo: str) -> QwenOCRError:
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     if isinstance(error, GatedRepoError):
         return ModelUnavailableError(
@@ -579,6 +580,16 @@ def _hub_error(error: BaseException, repo: str) -> ModelUnavailableError:
     if isinstance(error, RevisionNotFoundError):
         return ModelUnavailableError(f"{repo}: the revision is gone from the hub", "run the command again")
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return OutputError(
+            f"the disk holding the Hugging Face cache is full (downloading {repo})",
+            "free space (`qwenocr models list` shows what each model takes, `qwenocr models rm` removes one) and run the same command again: it resumes",
+        )
+    if isinstance(error, HfHubHTTPError):
+        return ModelUnavailableError(
+            f"the Hugging Face hub refused or failed the request for {repo}: {reason}",
+            "run the same command again later: finished files are kept and a partial one resumes",
+        )
     return ModelUnavailableError(
         f"can't reach the Hugging Face hub for {repo}: {reason}",
         "check the network (HF_ENDPOINT for a mirror) and run the same command again: finished files are kept and a partial one resumes",
@@ -587,6 +598,12 @@ def _hub_error(error: BaseException, repo: str) -> ModelUnavailableError:
 
 def _network_errors() -> tuple:
     errors: List[type] = [OSError]  # huggingface_hub's HTTP errors are OSErrors too
+    try:
+        from huggingface_hub.errors import XetDownloadError  # a failed transfer from Xet storage
+
+        errors.append(XetDownloadError)
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        pass
     try:
         import httpx2  # what huggingface_hub 2.x speaks HTTP with
 
@@ -681,7 +698,7 @@ def pull(target: Target, *, announce=None, quiet: bool = False, cache: Optional[
     if problems:
         raise ModelUnavailableError(
             f"{target.repo}: downloaded files don't match the hub: " + "; ".join(p.describe() for p in problems),
-            f"remove them with `qwenocr models rm --repo {target.repo} --yes` and pull again",
+            "remove them with `qwenocr models rm --repo " + target.repo + "".join(f" --include '{p.path}'" for p in problems) + " --yes` and pull again",
         )
     already = set(have) == set(selected)
     return PullResult(target, folder, commit, selected, already=already, verified=True, redownloaded=tuple(redone))

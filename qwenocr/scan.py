@@ -364,9 +364,12 @@ def _resolve_model(request: ScanRequest, reporter: Reporter):
             raise UsageError(f"--model {request.model}: no such file or directory, and not a Hugging Face repo id (org/name)")
         backend = request.backend or guess_backend_for_repo(request.model)
         quant = request.quant or "Q4_K_M"
-        patterns = ["*.safetensors", "*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"] if backend == "mlx" else [f"*{quant}*.gguf"]
-        mmproj = [] if backend == "mlx" else ["*mmproj*"]
-        return resolve_repo(request.model, backend, patterns, mmproj, offline), None
+        if backend == "mlx":
+            # Weights and config are required; tokenizer and template files vary by repo.
+            patterns, mmproj, optional = ["*.safetensors", "config.json"], [], ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+        else:
+            patterns, mmproj, optional = [f"*{quant}*.gguf"], ["*mmproj*"], []
+        return resolve_repo(request.model, backend, patterns, mmproj, offline, optional=optional), None
 
     from qwenocr.hardware import detect
     from qwenocr.plan import make_plan

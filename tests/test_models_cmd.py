@@ -8,6 +8,7 @@ with the hub calls replaced by fakes that write into the fake cache.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pty
@@ -504,7 +505,7 @@ def test_pull_of_a_whole_gguf_repo_asks_which_model(fake_pull):
 
 def test_hub_errors_become_exit_7_with_a_hint():
     import httpx2
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
     from huggingface_hub.utils import OfflineModeIsEnabled
 
     response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/models/x/y"))
@@ -514,7 +515,11 @@ def test_hub_errors_become_exit_7_with_a_hint():
     assert "does not exist" in missing.message
     offline = modelstore._hub_error(OfflineModeIsEnabled("offline"), "x/y")
     assert "can't reach the Hugging Face hub" in offline.message
-    assert all(e.exit_code == ExitCode.MODEL_UNAVAILABLE for e in (gated, missing, offline))
+    server = modelstore._hub_error(HfHubHTTPError("503 Service Unavailable", response=response), "x/y")
+    assert "refused or failed" in server.message
+    assert all(e.exit_code == ExitCode.MODEL_UNAVAILABLE for e in (gated, missing, offline, server))
+    full = modelstore._hub_error(OSError(errno.ENOSPC, "No space left on device"), "x/y")
+    assert "disk" in full.message and full.exit_code == ExitCode.OUTPUT_ERROR
 
 
 def test_load_paths_shapes(tmp_path):

@@ -65,3 +65,14 @@ def test_openai_without_base_url_is_a_usage_error(tmp_path):
     proc = run_cli("scan", pdf, "--backend", "openai")
     assert proc.returncode == 2
     assert b"--base-url" in proc.stderr
+
+
+def test_doctor_checks_servers():
+    with FakeOpenAIServer(models=["qwen3.5-397b"]) as server:
+        up = run_cli("doctor", "--base-url", server.url, "--json")
+        both = run_cli("doctor", "--base-url", server.url, "--base-url", "http://127.0.0.1:9/v1", "--json")
+    assert up.returncode == 0, up.stderr.decode()
+    [result] = json.loads(up.stdout)["servers"]
+    assert result["reachable"] and result["models"] == ["qwen3.5-397b"]
+    assert both.returncode == 11
+    assert [s["reachable"] for s in json.loads(both.stdout)["servers"]] == [True, False]
