@@ -29,9 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests import samples  # noqa: E402
 
-# The engine settings both sides of the overhead comparison use.
+# The engine settings both sides of the overhead comparison use. Sampling (not greedy)
+# because greedy decoding of random weights emits blank lines, which the loop guard
+# rightly stops and retries: that would compare retry policy, not pipeline overhead.
 MAX_TOKENS = 24
 IMAGE_TOKENS = 256
+TEMPERATURE = "1.0"
 
 BARE_ENGINE = r"""
 import base64, io, sys, time, json, ctypes
@@ -58,7 +61,7 @@ for png in sorted(Path(folder).glob("*.png")):
     out = llm.create_chat_completion(
         messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
                                                 {"type": "text", "text": sys.argv[6]}]}],
-        max_tokens=int(max_tokens), temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=0)
+        max_tokens=int(max_tokens), temperature=float(sys.argv[7]), top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=0)
 """
 
 
@@ -74,15 +77,18 @@ def _gguf(models: Path) -> tuple[Path, Path]:
     return models / manifest["dense_gguf"], models / manifest["dense_mmproj"]
 
 
-def _timed(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of a child process."""
+def _timed(command: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of a child process.
+
+    CPU seconds are reported beside wall time because they suffer less from other
+    processes competing for the machine's two cores."""
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *command], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-2000:]}")
-    peak_kib = int(proc.stderr.strip().splitlines()[-1])
-    return elapsed, peak_kib
+    peak_kib, user, system = proc.stderr.strip().splitlines()[-1].split()
+    return elapsed, int(peak_kib), float(user) + float(system)
 
 
 def overhead(args) -> None:
@@ -100,17 +106,24 @@ def overhead(args) -> None:
             for number in range(1, document.page_count + 1):
                 document.render(number, RenderSettings(max_image_tokens=IMAGE_TOKENS)).save(rendered / f"{number:04d}.png")
         n_ctx = str(IMAGE_TOKENS + MAX_TOKENS + 512 + 256)
-        bare = [sys.executable, "-c", BARE_ENGINE, str(model), str(mmproj), str(rendered), str(MAX_TOKENS), n_ctx, DEFAULT_PROMPT]
+        bare = [sys.executable, "-c", BARE_ENGINE, str(model), str(mmproj), str(rendered), str(MAX_TOKENS), n_ctx, DEFAULT_PROMPT, TEMPERATURE]
         ours = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
                 "--max-tokens", str(MAX_TOKENS), "--max-image-tokens", str(IMAGE_TOKENS), "--no-resume", "--quiet",
-                "--n-ctx", n_ctx, "-o", str(tmp / "out.md")]
-        bare_times, our_times = [], []
+                "--temperature", TEMPERATURE, "--n-ctx", n_ctx, "-f", "json", "-o", str(tmp / "out.json")]
+        bare_times, our_times, bare_cpu, our_cpu = [], [], [], []
         for _ in range(args.repeats):  # interleaved, so drifting load hits both alike
-            bare_times.append(_timed(bare)[0])
-            our_times.append(_timed(ours)[0])
+            wall, _, cpu = _timed(bare)
+            bare_times.append(wall)
+            bare_cpu.append(cpu)
+            wall, _, cpu = _timed(ours)
+            our_times.append(wall)
+            our_cpu.append(cpu)
+            attempts = [p["attempts"] for p in json.loads((tmp / "out.json").read_text())["pages"]]
     b, o = statistics.median(bare_times), statistics.median(our_times)
     print(json.dumps({"benchmark": "overhead", "pages": args.pages, "repeats": args.repeats,
                       "bare_s": round(b, 2), "qwenocr_s": round(o, 2), "ratio": round(o / b, 3),
+                      "pages_retried": sum(1 for a in attempts if a > 1),
+                      "cpu_ratio": round(statistics.median(our_cpu) / statistics.median(bare_cpu), 3),
                       "bare_all": [round(t, 2) for t in bare_times], "qwenocr_all": [round(t, 2) for t in our_times]}))
 
 
@@ -125,7 +138,7 @@ def memory(args) -> None:
             command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
                        "--max-tokens", "2", "--max-image-tokens", "64", "--no-resume", "--quiet", "-f", "json",
                        "-o", str(tmp / f"out{pages}.json")]
-            seconds, peak = _timed(command)
+            seconds, peak, _ = _timed(command)
             results[pages] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1)}
     growth = results[args.large]["peak_rss_mb"] - results[args.small]["peak_rss_mb"]
     print(json.dumps({"benchmark": "memory", "runs": results, "growth_mb": round(growth, 1)}))

@@ -211,6 +211,7 @@ def scan_command(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")] = 0,
     page_timeout: Annotated[Optional[float], typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped.")] = None,
+    render_timeout: Annotated[float, typer.Option("--render-timeout", min=0.0, help="Seconds a PDF page may take to render (in a separate process) before it is marked error and skipped; 0 renders in-process, without a limit.")] = 120.0,
     skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model.")] = True,
     password: Annotated[Optional[str], typer.Option("--password", help="Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file).")] = None,
     password_file: Annotated[Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")] = None,
@@ -242,7 +243,7 @@ def scan_command(
     options = ScanOptions(
         prompt=prompt or DEFAULT_PROMPT,
         generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi),
+        render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi, timeout=render_timeout or None),
         page_timeout=page_timeout,
         skip_blank=skip_blank,
         mode=mode.value,

@@ -9,13 +9,28 @@ multiples of 32. `--dpi` is the explicit alternative; it is still capped at what
 engine accepts.
 
 PDFium is not thread-safe, so every call into it goes through `PDFIUM_LOCK`.
+
+A PDFium call can't be interrupted, and a hostile page can keep it busy for hours. With
+`RenderSettings.timeout` set (the CLI's `--render-timeout`, 120 s by default), PDF pages
+are rendered in a child process that is killed when a page takes longer
+(`qwenocr/renderguard.py`); the page becomes an error and the run goes on. Opening a
+document and reading its page count stay in this process: they are linear in the file's
+size.
+
+Every failure a user's file can cause is an `InputError` (or `EncryptedError`) with one
+line saying what is wrong and what to do; nothing here lets a PDFium or Pillow exception
+through.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import re
+import stat
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
@@ -30,8 +45,10 @@ TOKEN_SIDE = 32
 MIN_PIXELS = 65_536
 MAX_PIXELS = 16_777_216
 DEFAULT_MAX_IMAGE_TOKENS = 1536
-# A page whose declared side exceeds this (in points; 200 inches) is malformed.
-ABSURD_SIDE_PT = 14_400
+# A rendered bitmap may hold at most this many times the target's pixels before it is
+# resized down: pages of absurd aspect ratio (a 1e6 x 10 pt strip) would otherwise make
+# PDFium allocate gigabytes for a bitmap that ends up a few thousand pixels wide.
+RENDER_OVERSHOOT = 4
 # Pillow refuses images above this pixel count as "decompression bombs"; we keep its
 # guard, with a limit a large-format scan still fits in.
 Image.MAX_IMAGE_PIXELS = 300_000_000
@@ -49,6 +66,9 @@ class RenderSettings:
     dpi: Optional[float] = None
     # The most tokens the engine accepts for one image (llama.cpp caps Qwen-VL at 4096).
     engine_max_tokens: int = MAX_PIXELS // (TOKEN_SIDE * TOKEN_SIDE)
+    # Seconds one PDF page may take to render, in a child process that is killed after
+    # that (renderguard.py); None renders in this process, without a limit.
+    timeout: Optional[float] = None
 
 
 def image_tokens(width: int, height: int) -> int:
@@ -159,13 +179,17 @@ class PdfDocument(Document):
 
         self.name = name
         self._pdfium = pdfium
+        self._source = source
+        self._password = password
+        self._worker = None  # renderguard.RenderWorker, started on the first guarded render
+        self._doc = None
         with PDFIUM_LOCK:
             try:
                 # Bytes are wrapped so that pdfium reads from our buffer; a path is opened
                 # by pdfium itself (no copy of a large file in memory).
                 self._doc = pdfium.PdfDocument(source if isinstance(source, bytes) else str(source), password=password)
             except pdfium.PdfiumError as error:
-                raise _pdf_open_error(error, name, password) from None
+                raise _pdf_open_error(error, name, password, source) from None
             self.page_count = len(self._doc)
             # Form fields are drawn with their values. pypdfium2's PDFium is built
             # without a JavaScript engine (V8), so a PDF's scripts never run.
@@ -175,11 +199,11 @@ class PdfDocument(Document):
                 pass
         if self.page_count == 0:
             self.close()
-            raise InputError(f"{name}: the PDF has no pages", "check the file; nothing to OCR")
+            raise InputError(f"{name}: the PDF has no pages", "check the file; there is nothing to OCR")
 
     def page_size_pt(self, number: int) -> tuple[float, float]:
         with PDFIUM_LOCK:
-            page = self._doc[number - 1]
+            page = self._load_page(number)
             try:
                 # get_size() follows /Rotate, so a landscape-rotated page reports its
                 # displayed (rotated) width and height.
@@ -188,29 +212,32 @@ class PdfDocument(Document):
                 page.close()
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
+        if settings.timeout is not None:
+            return self._guarded_render(number, settings)
         with PDFIUM_LOCK:
-            page = self._doc[number - 1]
+            page = self._load_page(number)
             try:
                 width_pt, height_pt = page.get_size()
-                if not (width_pt > 0 and height_pt > 0):
+                if not (width_pt > 0 and height_pt > 0) or not math.isfinite(width_pt * height_pt):
                     raise InputError(f"{self.name}: page {number} has no area (size {width_pt}x{height_pt} pt)")
-                if max(width_pt, height_pt) > ABSURD_SIDE_PT and settings.dpi is not None:
-                    raise InputError(
-                        f"{self.name}: page {number} declares an absurd size ({width_pt:.0f}x{height_pt:.0f} pt)",
-                        "drop --dpi to render it within the token budget",
-                    )
                 if settings.dpi is not None:
                     natural_w, natural_h = width_pt * settings.dpi / 72, height_pt * settings.dpi / 72
                 else:
                     natural_w, natural_h = width_pt, height_pt
+                # Whatever size the page declares (1e6 x 1e6 pt included), the target
+                # stays within the token budget and the engine's cap.
                 w, h = target_size(natural_w, natural_h, settings)
                 scale = max(w / width_pt, h / height_pt)
+                if width_pt * height_pt * scale * scale > RENDER_OVERSHOOT * w * h:
+                    scale = math.sqrt(RENDER_OVERSHOOT * w * h / (width_pt * height_pt))
                 # draw_forms renders form field appearances; rotation=0 means "as the page
                 # says" (pdfium applies /Rotate itself).
                 bitmap = page.render(scale=scale, rotation=0, draw_annots=True, may_draw_forms=True)
                 image = bitmap.to_pil()
             except self._pdfium.PdfiumError as error:
-                raise InputError(f"{self.name}: page {number} could not be rendered ({error})") from None
+                raise InputError(f"{self.name}: page {number} could not be rendered ({error})", "the page is damaged; the other pages are read") from None
+            except MemoryError:
+                raise InputError(f"{self.name}: page {number} needs more memory to render than is free") from None
             finally:
                 page.close()
         image = image.convert("RGB")
@@ -218,10 +245,31 @@ class PdfDocument(Document):
             image = image.resize((w, h), Image.Resampling.LANCZOS)
         return image
 
+    def _guarded_render(self, number: int, settings: RenderSettings) -> Image.Image:
+        from qwenocr.renderguard import RenderWorker
+
+        if self._worker is None or self._worker.timeout != settings.timeout:
+            if self._worker is not None:
+                self._worker.close()
+            self._worker = RenderWorker(self._source, self.name, self._password, settings.timeout)
+        return self._worker.render(number, settings)
+
+    def _load_page(self, number: int):
+        """The pdfium page; lock held. A page object PDFium can't load is an InputError."""
+        if self._doc is None:
+            raise InputError(f"{self.name}: page {number}: the document is closed")
+        try:
+            return self._doc[number - 1]
+        except self._pdfium.PdfiumError as error:
+            raise InputError(f"{self.name}: page {number} could not be loaded ({error})", "the page is damaged; the other pages are read") from None
+
     def text_layer(self, number: int):
-        return self._doc[number - 1]
+        return self._load_page(number)
 
     def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()  # first: it can't be holding the lock, and it ends a wait
         with PDFIUM_LOCK:
             doc = getattr(self, "_doc", None)
             if doc is not None:
@@ -237,10 +285,19 @@ class ImageDocument(Document):
     def __init__(self, source: Union[Path, bytes], name: str):
         self.name = name
         try:
-            self._image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            self._image.load()
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+            with warnings.catch_warnings():
+                # Pillow only warns between its limit and twice it; a warning would be
+                # a stray line on stderr, and such an image is too large anyway.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self._image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+                self._image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise InputError(f"{name}: the image is too large to decode ({str(error).split(',')[0]})",
+                             "scale it down, or split it into pages") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise InputError(f"{name}: the image could not be decoded ({error})", "check that the file is a valid PNG, JPEG, TIFF or WebP") from None
+        except MemoryError:
+            raise InputError(f"{name}: the image is too large to decode in the memory that is free", "scale it down") from None
         self.page_count = getattr(self._image, "n_frames", 1) or 1
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
@@ -274,7 +331,7 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _pdf_open_error(error: Exception, name: str, password: Optional[str]):
+def _pdf_open_error(error: Exception, name: str, password: Optional[str], source: Union[Path, bytes, None] = None):
     code = getattr(error, "err_code", None)
     import pypdfium2.raw as raw
 
@@ -286,10 +343,31 @@ def _pdf_open_error(error: Exception, name: str, password: Optional[str]):
             "pass it with QWENOCR_PDF_PASSWORD=… or --password-file FILE (or --password)",
         )
     if code == raw.FPDF_ERR_SECURITY:
-        return EncryptedError(f"{name}: the PDF uses an unsupported security handler")
+        return EncryptedError(f"{name}: the PDF uses an unsupported security handler", "decrypt it first, e.g. with qpdf --decrypt")
     if code == raw.FPDF_ERR_FILE:
         return InputError(f"{name}: the file could not be read", "check that it exists and is readable")
+    # PDFium refuses a document whose page tree is empty as if it were damaged: say
+    # what it really is when the file shows it plainly.
+    if source is not None and _declares_no_pages(source):
+        return InputError(f"{name}: the PDF has no pages", "check the file; there is nothing to OCR")
     return InputError(f"{name}: not a valid PDF, or the file is damaged or truncated", "try repairing it, e.g. with qpdf or by printing it to PDF again")
+
+
+_PAGE_TREE_EMPTY = re.compile(rb"/Type\s*/Pages\b[^>]*?/Kids\s*\[\s*\]|/Kids\s*\[\s*\][^>]*?/Type\s*/Pages\b")
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![sA-Za-z0-9])")
+_SMALL_PDF = 1 << 20
+
+
+def _declares_no_pages(source: Union[Path, bytes]) -> bool:
+    """A small, uncompressed PDF with an empty /Kids and no /Type /Page object anywhere."""
+    try:
+        if isinstance(source, bytes):
+            data = source if len(source) <= _SMALL_PDF else b""
+        else:
+            data = source.read_bytes() if source.stat().st_size <= _SMALL_PDF else b""
+    except OSError:
+        return False
+    return bool(data) and bool(_PAGE_TREE_EMPTY.search(data)) and not _PAGE_OBJECT.search(data)
 
 
 def sniff_kind(head: bytes, name: str) -> str:
@@ -320,10 +398,19 @@ def open_document(path: Union[str, Path], password: Optional[str] = None, data: 
     name = str(path)
     if data is None:
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise InputError(f"{name}: no such file", "check the path") from None
+        except PermissionError:
+            raise InputError(f"{name}: permission denied", "check the permissions of the file and its directories") from None
+        except OSError as error:
+            raise InputError(f"{name}: could not be read ({error.strerror})", "check the path") from None
+        if stat.S_ISDIR(info.st_mode):
             raise InputError(f"{name}: is a directory", "pass the files inside it")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or a device would block or never end; stdin is read with "-".
+            raise InputError(f"{name}: not a regular file", "pass a PDF or image file; to read a pipe, use - for stdin")
         try:
             with open(path, "rb") as handle:
                 head = handle.read(2048)

@@ -137,7 +137,14 @@ def run_document(
                         if from_text is not None:
                             item = _Rendered(number, cached=from_text)
                         else:
-                            item = _Rendered(number, image=document.render(number, options.render))
+                            image = document.render(number, options.render)
+                            # Blank detection runs here, beside the model rather than
+                            # before it, so it costs no wall time.
+                            if options.skip_blank and _is_blank(image):
+                                item = _Rendered(number, cached=PageResult(
+                                    number, "", "blank", source="none", **_size_fields(image)))
+                            else:
+                                item = _Rendered(number, image=image)
                     except QwenOCRError as error:
                         item = _Rendered(number, error=error.one_line())
                     except Exception as error:  # a page pdfium or Pillow chokes on
@@ -199,19 +206,24 @@ def run_document(
         producer.join(timeout=5)
 
 
+def _is_blank(image: Image.Image) -> bool:
+    from qwenocr.blank import is_blank
+
+    return is_blank(image)
+
+
+def _size_fields(image: Image.Image) -> dict:
+    return dict(image_width=image.width, image_height=image.height, image_tokens=image_tokens(*image.size))
+
+
 def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events: Events) -> PageResult:
-    """One page through blank detection, the model, the loop guard and one retry."""
+    """One page through the model, the loop guard and one retry."""
     started = time.monotonic()
     if item.error is not None:
         return PageResult(item.number, "", "error", source="none", error=item.error)
     image = item.image
     assert image is not None
-    size = dict(image_width=image.width, image_height=image.height, image_tokens=image_tokens(*image.size))
-    if options.skip_blank:
-        from qwenocr.blank import is_blank
-
-        if is_blank(image):
-            return PageResult(item.number, "", "blank", source="none", seconds=time.monotonic() - started, **size)
+    size = _size_fields(image)
 
     settings = options.generation
     best: Optional[PageResult] = None

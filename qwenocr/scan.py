@@ -12,7 +12,7 @@ import contextlib
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, TextIO
 
@@ -86,7 +86,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
     engine_cap = getattr(backend, "max_image_tokens", None) or render.engine_max_tokens
     if render.max_image_tokens > engine_cap:
         reporter.warn(f"--max-image-tokens {render.max_image_tokens} is above what {backend.name} accepts; using {engine_cap}")
-    options = _with_render(request.options, RenderSettings(render.max_image_tokens, render.dpi, min(engine_cap, render.engine_max_tokens)))
+    options = _with_render(request.options, replace(render, engine_max_tokens=min(engine_cap, render.engine_max_tokens)))
 
     several = len(inputs) > 1
     output_names = _output_names(good, request, several)

@@ -35,7 +35,9 @@ class MLXBackend:
             ) from None
         self.verbose = verbose
         try:
-            self.model, self.processor = load(str(model_dir))
+            # Never run code shipped with a model: transformers refuses remote code unless
+            # asked, and we say so explicitly. Weights are read from safetensors only.
+            self.model, self.processor = load(str(model_dir), trust_remote_code=False)
         except (ValueError, FileNotFoundError, KeyError) as error:
             raise BackendError(f"mlx-vlm could not load {model_dir}: {error}", "check that it is an MLX model directory with its vision weights") from None
         self._config = self.model.config

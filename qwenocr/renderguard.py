@@ -1,0 +1,283 @@
+"""Render PDF pages in a child process, so that a page PDFium can't finish costs one page.
+
+A PDFium call can't be interrupted from Python: a malformed or hostile page (form
+XObjects nested to draw themselves millions of times, a content stream with millions of
+operators) keeps it busy for minutes or hours, and a crash inside PDFium takes the
+interpreter with it. `RenderWorker` runs `PdfDocument.render` in a child process
+(`python -m qwenocr.renderguard`) that opens the same document; the parent waits for
+each page with a deadline, and on timeout (or when the child dies) kills it, reports the
+page as an `InputError` and starts a fresh child for the next page.
+
+The common path stays fast: one child per document, started on the first page (about
+0.1 s, while nothing else waits on it), and a page comes back as raw RGB bytes over a
+pipe (a few ms for a 1536-token page). Measured in docs/troubleshooting.md.
+
+Protocol, parent to child: one JSON line per request (`open`, then `render` requests),
+the `open` line followed by the document's bytes when it came from stdin. Child to
+parent: one JSON line per answer, a page answer followed by `width*height*3` bytes.
+The password travels in the pipe, never on a command line.
+
+The child ignores SIGINT (Ctrl-C in a terminal reaches the whole process group; the
+parent decides what an interrupt means), exits when its stdin closes, and exits if its
+parent disappears (a SIGKILLed run must not leave a child rendering for an hour). On
+Linux its address space is capped, so a page that would need gigabytes fails cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+from qwenocr.errors import EncryptedError, InputError, QwenOCRError
+
+# Generous for any real page at any budget qwenocr renders (the bitmap is at most
+# 16.7 MP, 67 MB), small enough that a page asking for far more fails instead of
+# pushing the machine into swap.
+CHILD_ADDRESS_SPACE = 4 * 2**30
+_ERRORS = {"InputError": InputError, "EncryptedError": EncryptedError}
+
+
+class RenderWorker:
+    """A child process holding one PDF open; `render` waits at most `timeout` seconds."""
+
+    def __init__(self, source: Union[Path, bytes], name: str, password: Optional[str], timeout: float):
+        self.name = name
+        self.timeout = timeout
+        self._source = source
+        self._password = password
+        self._proc: Optional[subprocess.Popen] = None
+        self._buffer = b""
+        self._lock = threading.Lock()  # one request at a time
+        self._closed = False
+        self.restarts = 0  # children killed or lost (for tests and --verbose)
+
+    # -- the parent's side -----------------------------------------------------------
+
+    def render(self, number: int, settings) -> "Image.Image":  # noqa: F821
+        from PIL import Image
+
+        with self._lock:
+            if self._closed:
+                raise InputError(f"{self.name}: page {number}: the document was closed")
+            deadline = time.monotonic() + self.timeout
+            try:
+                self._ensure_started()
+                self._send({"op": "render", "page": number, "max_image_tokens": settings.max_image_tokens,
+                            "dpi": settings.dpi, "engine_max_tokens": settings.engine_max_tokens})
+                answer = json.loads(self._read_line(deadline))
+                if not answer.get("ok"):
+                    error_class = _ERRORS.get(answer.get("error"), InputError)
+                    raise error_class(answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint"))
+                width, height = int(answer["width"]), int(answer["height"])
+                data = self._read_exact(width * height * 3, deadline)
+            except _Timeout:
+                self._kill()
+                raise InputError(
+                    f"{self.name}: page {number} took longer than {self.timeout:g} s to render and was skipped",
+                    "a damaged or hostile page; --render-timeout SECONDS allows longer",
+                ) from None
+            except _ChildGone as gone:
+                status = self._kill()
+                how = f"signal {-status}" if status is not None and status < 0 else f"exit status {status}"
+                raise InputError(
+                    f"{self.name}: page {number} crashed the PDF renderer ({how}{': ' + str(gone) if str(gone) else ''}) and was skipped",
+                    "the page is damaged; try repairing the file, e.g. with qpdf",
+                ) from None
+        return Image.frombytes("RGB", (width, height), data)
+
+    def close(self) -> None:
+        """Stop the child. Safe from any thread, also while a render waits (it ends it)."""
+        self._closed = True
+        self._kill()
+
+    def _ensure_started(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        if self._proc is not None:  # died between pages: start again, as after a timeout
+            self._kill()
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "qwenocr.renderguard", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # PDFium's own complaints are not the user's business
+            env=env,
+            close_fds=True,
+        )
+        self._buffer = b""
+        data = self._source if isinstance(self._source, bytes) else None
+        self._send({"op": "open", "path": None if data is not None else str(self._source),
+                    "size": len(data) if data is not None else 0, "name": self.name, "password": self._password},
+                   data)
+
+    def _send(self, request: dict, payload: Optional[bytes] = None) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+            if payload:
+                self._proc.stdin.write(payload)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            raise _ChildGone() from None
+
+    def _wait_readable(self, deadline: float) -> int:
+        """The child's stdout descriptor once it has data (or EOF) before `deadline`."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            raise _ChildGone()
+        fd = proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Timeout()
+            try:
+                # Short slices, so that close() from another thread ends the wait soon.
+                ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+            except (ValueError, OSError):  # closed under us by close()
+                raise _ChildGone() from None
+            if ready:
+                return fd
+            if self._closed:
+                raise _ChildGone("the run is stopping")
+
+    def _read_line(self, deadline: float) -> bytes:
+        while b"\n" not in self._buffer:
+            try:
+                chunk = os.read(self._wait_readable(deadline), 65536)
+            except OSError:
+                raise _ChildGone() from None
+            if not chunk:
+                raise _ChildGone()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def _read_exact(self, size: int, deadline: float) -> bytearray:
+        data = bytearray(size)
+        view = memoryview(data)
+        got = min(len(self._buffer), size)
+        view[:got] = self._buffer[:got]
+        self._buffer = self._buffer[got:]
+        while got < size:
+            try:
+                count = os.readv(self._wait_readable(deadline), [view[got:]])
+            except OSError:
+                raise _ChildGone() from None
+            if not count:
+                raise _ChildGone()
+            got += count
+        return data
+
+    def _kill(self) -> Optional[int]:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        self.restarts += 1
+        if proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+        try:
+            status = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
+            status = None
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        return status
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _ChildGone(Exception):
+    pass
+
+
+# -- the child's side ----------------------------------------------------------------
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent is gone (it was SIGKILLed: nobody waits for our pages)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _limit_memory() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = CHILD_ADDRESS_SPACE if hard == resource.RLIM_INFINITY else min(hard, CHILD_ADDRESS_SPACE)
+        if soft == resource.RLIM_INFINITY or soft > limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):  # Windows, or not allowed: no cap
+        pass
+
+
+def _child(parent: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if sys.platform.startswith("linux"):
+        _limit_memory()
+    from qwenocr.pages import PdfDocument, RenderSettings
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    document = None
+    name = "document"
+    open_error: Optional[BaseException] = None
+
+    def answer(header: dict, payload: bytes = b"") -> None:
+        stdout.write(json.dumps(header).encode() + b"\n")
+        if payload:
+            stdout.write(payload)
+        stdout.flush()
+
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        request = json.loads(line)
+        if request["op"] == "open":
+            # No answer here: the first render answers for both, so that the parent
+            # never waits twice.
+            name = request["name"]
+            source = stdin.read(request["size"]) if request["path"] is None else Path(request["path"])
+            try:
+                document = PdfDocument(source, name, request.get("password"))
+            except BaseException as error:  # noqa: BLE001 - reported with the first page
+                open_error = error
+            continue
+        number = request["page"]
+        try:
+            if document is None:
+                raise open_error if open_error is not None else InputError(f"{name}: the document could not be opened")
+            settings = RenderSettings(request["max_image_tokens"], request["dpi"], request["engine_max_tokens"])
+            image = document.render(number, settings)
+            answer({"ok": True, "width": image.width, "height": image.height}, image.tobytes())
+        except QwenOCRError as error:
+            answer({"ok": False, "error": type(error).__name__, "message": error.message, "hint": error.hint})
+        except MemoryError:
+            answer({"ok": False, "message": f"{name}: page {number} needs more memory to render than a page may have",
+                    "hint": "the page is damaged or declares an absurd size"})
+        except Exception as error:  # noqa: BLE001 - whatever PDFium or Pillow raise, the parent reports it
+            answer({"ok": False, "message": f"{name}: page {number} could not be rendered ({type(error).__name__}: {error})"})
+
+
+if __name__ == "__main__":
+    sys.exit(_child(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()))
