@@ -136,7 +136,7 @@ def memory(args) -> None:
         for pages in (args.small, args.large):
             pdf = samples.write_pdf(tmp / f"doc{pages}.pdf", pages=pages, size=(850, 1100))
             command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
-                       "--max-tokens", "2", "--max-image-tokens", "64", "--no-resume", "--quiet", "-f", "json",
+                       "--max-tokens", "16", "--max-image-tokens", "64", "--no-resume", "--quiet", "-f", "json",
                        "-o", str(tmp / f"out{pages}.json")]
             seconds, peak, _ = _timed(command)
             results[pages] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1)}

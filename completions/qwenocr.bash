@@ -16,7 +16,7 @@ _qwenocr_options() {
     case "$1" in
         "") echo '--version --help' ;;
         "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --max-image-tokens --max-output-tokens --base-url --help' ;;
-        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
+        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
         "models") echo --help ;;
         "models list") echo '--backend --all --json --quiet -q --verbose -v --debug --help' ;;
@@ -30,7 +30,7 @@ _qwenocr_options() {
 _qwenocr_takes_value() {
     # $1: a command path, $2: an option; succeeds if the option takes a value
     case "$1 $2" in
-        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
+        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --render-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
     esac
     return 1
 }
@@ -67,6 +67,7 @@ _qwenocr_option_values() {
         "scan --temperature") echo @none ;;
         "scan --seed") echo @none ;;
         "scan --page-timeout") echo @none ;;
+        "scan --render-timeout") echo @none ;;
         "scan --password") echo @none ;;
         "scan --password-file") echo @file ;;
         "scan --n-ctx") echo @none ;;

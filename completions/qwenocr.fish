@@ -3,7 +3,7 @@
 # Installation: docs/completions.md.
 
 set -g __qwenocr_commands '|doctor' '|scan' '|eval' '|models' 'models|list' 'models|pull' 'models|rm' 'models|path'
-set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'doctor|--base-url' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include'
+set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'doctor|--base-url' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--render-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include'
 
 # The command path before the cursor ("", "scan", "models pull"): subcommands are
 # followed, options and their values skipped.
@@ -77,6 +77,7 @@ complete -c qwenocr -n '__qwenocr_at "scan"' -l 'max-tokens' -x -d 'Most tokens 
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'temperature' -x -d '0 = deterministic (greedy)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'seed' -x -d 'Sampling seed (used when temperature > 0 and for the retry)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'page-timeout' -x -d 'Seconds per page before it is marked timeout and skipped'
+complete -c qwenocr -n '__qwenocr_at "scan"' -l 'render-timeout' -x -d 'Seconds a PDF page may take to render (in a separate process) before it is marked error and skipped; 0 renders in-process, without a limit'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'skip-blank' -l 'no-skip-blank' -d 'Skip pages that are blank from the pixels, without calling the model'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'password' -x -d 'Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'password-file' -r -F -d 'Read the PDF password from this file'

@@ -699,6 +699,10 @@ def main() -> None:
             raise
         _print_error(f"internal error: {type(error).__name__}: {error} (run again with --debug for a traceback, and please report it)")
         sys.exit(int(ExitCode.INTERNAL_ERROR))
+    if result == ExitCode.INTERRUPTED:
+        # Typer turns a KeyboardInterrupt into Exit(130), which standalone_mode=False
+        # hands back as a return value: the except clause above never sees it.
+        _print_error("interrupted; finished pages are kept: run the same command again to resume")
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
@@ -54,10 +54,8 @@ class RenderWorker:
         self._source = source
         self._password = password
         self._proc: Optional[subprocess.Popen] = None
-        self._buffer = b""
         self._lock = threading.Lock()  # one request at a time
         self._closed = False
-        self.restarts = 0  # children killed or lost (for tests and --verbose)
 
     # -- the parent's side -----------------------------------------------------------
 
@@ -72,12 +70,11 @@ class RenderWorker:
                 self._ensure_started()
                 self._send({"op": "render", "page": number, "max_image_tokens": settings.max_image_tokens,
                             "dpi": settings.dpi, "engine_max_tokens": settings.engine_max_tokens})
-                answer = json.loads(self._read_line(deadline))
+                answer, data = self._receive(deadline)
                 if not answer.get("ok"):
                     error_class = _ERRORS.get(answer.get("error"), InputError)
                     raise error_class(answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint"))
                 width, height = int(answer["width"]), int(answer["height"])
-                data = self._read_exact(width * height * 3, deadline)
             except _Timeout:
                 self._kill()
                 raise InputError(
@@ -86,6 +83,8 @@ class RenderWorker:
                 ) from None
             except _ChildGone as gone:
                 status = self._kill()
+                if self._closed:  # close() ended the wait: the run is stopping
+                    raise InputError(f"{self.name}: page {number}: not rendered, the run is stopping") from None
                 how = f"signal {-status}" if status is not None and status < 0 else f"exit status {status}"
                 raise InputError(
                     f"{self.name}: page {number} crashed the PDF renderer ({how}{': ' + str(gone) if str(gone) else ''}) and was skipped",
@@ -112,7 +111,6 @@ class RenderWorker:
             env=env,
             close_fds=True,
         )
-        self._buffer = b""
         data = self._source if isinstance(self._source, bytes) else None
         self._send({"op": "open", "path": None if data is not None else str(self._source),
                     "size": len(data) if data is not None else 0, "name": self.name, "password": self._password},
@@ -128,59 +126,55 @@ class RenderWorker:
         except (BrokenPipeError, OSError, ValueError):
             raise _ChildGone() from None
 
-    def _wait_readable(self, deadline: float) -> int:
-        """The child's stdout descriptor once it has data (or EOF) before `deadline`."""
+    def _receive(self, deadline: float):
+        """The child's answer (and the page's pixels) if they come before `deadline`.
+
+        A thread does the blocking reads and the caller waits on it with a timeout:
+        portable (Windows can't select() on a pipe), and a kill of the child ends the
+        reads with EOF, so the thread never outlives the request by long.
+        """
         proc = self._proc
         if proc is None or proc.stdout is None:
             raise _ChildGone()
-        fd = proc.stdout.fileno()
+        stream = proc.stdout
+        box: "queue.Queue" = queue.Queue(maxsize=1)
+
+        def read() -> None:
+            try:
+                line = stream.readline()
+                if not line.endswith(b"\n"):
+                    raise _ChildGone()
+                answer = json.loads(line)
+                data = None
+                if answer.get("ok"):
+                    size = int(answer["width"]) * int(answer["height"]) * 3
+                    data = stream.read(size)
+                    if len(data) != size:
+                        raise _ChildGone()
+                box.put((answer, data))
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                box.put(error if isinstance(error, _ChildGone) else _ChildGone())
+
+        threading.Thread(target=read, name="qwenocr-render-read", daemon=True).start()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _Timeout()
             try:
                 # Short slices, so that close() from another thread ends the wait soon.
-                ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-            except (ValueError, OSError):  # closed under us by close()
-                raise _ChildGone() from None
-            if ready:
-                return fd
-            if self._closed:
-                raise _ChildGone("the run is stopping")
-
-    def _read_line(self, deadline: float) -> bytes:
-        while b"\n" not in self._buffer:
-            try:
-                chunk = os.read(self._wait_readable(deadline), 65536)
-            except OSError:
-                raise _ChildGone() from None
-            if not chunk:
-                raise _ChildGone()
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line
-
-    def _read_exact(self, size: int, deadline: float) -> bytearray:
-        data = bytearray(size)
-        view = memoryview(data)
-        got = min(len(self._buffer), size)
-        view[:got] = self._buffer[:got]
-        self._buffer = self._buffer[got:]
-        while got < size:
-            try:
-                count = os.readv(self._wait_readable(deadline), [view[got:]])
-            except OSError:
-                raise _ChildGone() from None
-            if not count:
-                raise _ChildGone()
-            got += count
-        return data
+                item = box.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self._closed:
+                    raise _ChildGone("the run is stopping") from None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
 
     def _kill(self) -> Optional[int]:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        self.restarts += 1
         if proc.poll() is None:
             try:
                 proc.kill()
@@ -237,7 +231,11 @@ def _child(parent: int) -> int:
         _limit_memory()
     from qwenocr.pages import PdfDocument, RenderSettings
 
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # The pages go out on a private copy of stdout; descriptor 1 itself points at stderr
+    # (which the parent discards), so that nothing PDFium might print can corrupt them.
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stdin = sys.stdin.buffer
     document = None
     name = "document"
     open_error: Optional[BaseException] = None

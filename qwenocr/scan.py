@@ -9,6 +9,7 @@ page by page through the pipeline, with a checkpoint that makes a rerun resume.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ class _Input:
     name: str
     data: Optional[bytes] = None  # stdin's bytes
     error: Optional[QwenOCRError] = None
+    done_checkpoint: Optional[object] = None  # discarded once the whole run has ended
 
 
 def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=None) -> ExitCode:
@@ -136,6 +138,11 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
                 shared_writer.close()
     finally:
         backend.close()
+    # Only now: had the run been interrupted on a later input, a rerun would have had to
+    # read the documents finished before it all over again.
+    for item in good:
+        if item.done_checkpoint is not None:
+            item.done_checkpoint.discard()
     if several:
         reporter.summary(finished, failed_inputs)
     page_errors = sum(1 for _, results, _ in finished for r in results if r.status == "error")
@@ -251,6 +258,8 @@ def _check_inputs(request: ScanRequest) -> List[_Input]:
             request.output.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"-o {request.output}: could not create the directory ({error.strerror})") from None
+    if not several and request.output is not None and not request.output.is_dir():
+        _check_output_file(request.output, request.inputs)
     checked: List[_Input] = []
     for name in request.inputs:
         item = _Input(name)
@@ -273,7 +282,11 @@ def _scan_one(item, request, options, backend, model, plan_record, reporter, sha
         page_numbers = parse_page_ranges(request.pages, document.page_count)
         digest = bytes_digest(item.data) if item.data is not None else file_digest(Path(item.name))
         settings = _output_settings(request, options, model)
-        checkpoint = Checkpoint.open(default_root(), run_key(digest, settings))
+        try:
+            checkpoint = Checkpoint.open(default_root(), run_key(digest, settings))
+        except OSError as error:
+            raise OutputError(f"cannot create a checkpoint in {default_root()} ({error.strerror or error})",
+                              "set QWENOCR_CACHE_DIR to a writable directory") from None
         if not request.resume:
             checkpoint.clear()
         resumable = len(checkpoint.finished())
@@ -301,9 +314,9 @@ def _scan_one(item, request, options, backend, model, plan_record, reporter, sha
                 checkpoint.close()
             writer.end(info, results)
         if all(r.status != "error" for r in results):
-            # Done and written: the checkpoint has served its purpose. With failed pages
-            # it stays, so a rerun retries only those.
-            checkpoint.discard()
+            # Done and written: the checkpoint has served its purpose once the run ends
+            # (run_scan discards it). With failed pages it stays, so a rerun retries only those.
+            item.done_checkpoint = checkpoint
         return results
 
 
@@ -320,8 +333,31 @@ def _destination(path: Optional[Path], shared_writer, fmt: str):
             writer = make_writer(fmt, handle)
             yield writer
             writer.close()
-    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
-        raise OutputError(f"-o {path}: cannot write ({error.strerror or error})", "check the directory exists and is writable") from None
+    except OSError as error:
+        if error.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"-o {path}: cannot write ({error.strerror or error})", "check the directory exists and is writable, and that the disk has room") from None
+
+
+# What writing an output file can fail with: a missing or unwritable place, a full disk.
+_OUTPUT_ERRNOS = {getattr(errno, name) for name in ("EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "EROFS", "ENOSPC", "EDQUOT", "EFBIG", "EIO") if hasattr(errno, name)}
+
+
+def _check_output_file(path: Path, inputs: List[str]) -> None:
+    """-o FILE: fail now, not after the model has loaded, when it plainly can't be
+    written, or when writing it would replace the input (`scan a.pdf -o a.pdf`)."""
+    import os
+
+    for name in inputs:
+        with contextlib.suppress(OSError):
+            if name != "-" and path.exists() and os.path.samefile(name, path):
+                raise UsageError(f"-o {path} is the input {name}: writing it would destroy the input", "pick another output name, e.g. -o out.md")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a directory"
+        raise OutputError(f"-o {path}: {parent} {what}", "create the directory first, or pick another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"-o {path}: the directory {parent} is not writable", "check its permissions, or pick another path")
 
 
 def _output_settings(request: ScanRequest, options: ScanOptions, model: ModelFiles) -> dict:

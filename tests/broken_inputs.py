@@ -18,8 +18,10 @@ broken in exactly the one way its name says and no other.
 - `slow_render_pdf`: a page whose content draws a form XObject that draws the one below
   it `fanout` times, `depth` levels deep: fanout**depth draws from a few hundred bytes,
   the shape of the malformed forms that keep PDFium busy for minutes.
-- `bad_page_pdf`: a three-page PDF whose second page object is not a page dictionary.
+- `bad_page_pdf`: a three-page PDF whose second page object is not a page dictionary
+  (PDFium counts it, and fails to load it).
 - `corrupt_png`: a PNG whose IDAT (image data) is garbage after a valid header.
+- `huge_png`: a PNG whose header declares 60000 x 60000 pixels (a decompression bomb).
 """
 
 from __future__ import annotations
@@ -167,13 +169,15 @@ def slow_render_pdf(depth: int = 7, fanout: int = 10, with_good_pages: bool = Tr
 
 
 def bad_page_pdf() -> bytes:
-    """Three pages; the second page object is an empty /Page with a broken /Contents and
-    an inherited-nothing MediaBox of zero area."""
-    return _pages_pdf(
-        [b"/MediaBox [0 0 612 792]", b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 0 0] >>", b"/MediaBox [0 0 612 792]"],
-        [text_content("Page 1"), None, text_content("Page 3")],
-        FONT,
-    )
+    """Three pages of text; the page tree's second kid is an array, not a page dictionary,
+    so PDFium counts three pages but can't load the second."""
+    objects: List[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 5 0 R 6 0 R] /Count 3 >>"]
+    objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R %s >>" % FONT)
+    objects.append(stream(text_content("Page 1")))
+    objects.append(b"[1 2 3]")
+    objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 7 0 R %s >>" % FONT)
+    objects.append(stream(text_content("Page 3")))
+    return build_pdf(objects)
 
 
 def corrupt_png() -> bytes:
@@ -189,7 +193,38 @@ def corrupt_png() -> bytes:
     return bytes(data)
 
 
+def huge_png() -> bytes:
+    """A PNG whose header declares 60000 x 60000 pixels (3.6 gigapixels, ~10 GB decoded)
+    over a few bytes of data: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
 def png_bytes() -> bytes:
     buffer = io.BytesIO()
     samples.page_image(1, (400, 520)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def render_workers_of(pid: int) -> List[int]:
+    """Render worker processes (qwenocr/renderguard.py) that process `pid` started and
+    that are still alive; Linux only (reads /proc). Each worker carries its parent's
+    pid on its command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"qwenocr.renderguard" in argv and str(pid).encode() in argv and state != "Z":
+            found.append(int(entry.name))
+    return found
