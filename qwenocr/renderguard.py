@@ -9,8 +9,9 @@ each page with a deadline, and on timeout (or when the child dies) kills it, rep
 page as an `InputError` and starts a fresh child for the next page.
 
 The common path stays fast: one child per document, started on the first page (about
-0.1 s, while nothing else waits on it), and a page comes back as raw RGB bytes over a
-pipe (a few ms for a 1536-token page). Measured in docs/troubleshooting.md.
+0.15 s), and a page comes back as raw RGB bytes over a pipe (10-40 ms for a 1536-token
+page on a 2-core machine); rendering overlaps with the model's work on the page before.
+Measured in docs/troubleshooting.md.
 
 Protocol, parent to child: one JSON line per request (`open`, then `render` requests),
 the `open` line followed by the document's bytes when it came from stdin. Child to

@@ -41,6 +41,7 @@ class MLXBackend:
         except (ValueError, FileNotFoundError, KeyError) as error:
             raise BackendError(f"mlx-vlm could not load {model_dir}: {error}", "check that it is an MLX model directory with its vision weights") from None
         self._config = self.model.config
+        self._mask = False  # computed on first use
 
     def generate(
         self,
@@ -60,6 +61,9 @@ class MLXBackend:
             kwargs.update(top_p=settings.top_p, top_k=settings.top_k or None)
         if settings.repetition_penalty:
             kwargs.update(repetition_penalty=settings.repetition_penalty)
+        mask = self._unused_token_mask()
+        if mask is not None:
+            kwargs["logits_processors"] = [lambda tokens, logits: logits + mask]
         pieces = []
         tokens = 0
         prompt_tokens = None
@@ -82,6 +86,27 @@ class MLXBackend:
         if finish == "stop" and tokens >= settings.max_tokens:
             finish = "length"
         return Generation(text="".join(pieces), output_tokens=tokens, prompt_tokens=prompt_tokens, finish_reason=finish)
+
+    def _unused_token_mask(self):
+        """-inf for embedding rows the tokenizer has no token for, else None.
+
+        Qwen checkpoints pad the vocabulary (248,320 rows for ~248,077 tokens); greedy
+        decoding never picks a padding row, but sampling (the retry after a loop) can,
+        and the detokenizer then fails on an id it does not know.
+        """
+        if self._mask is False:
+            import mlx.core as mx
+
+            tokenizer = getattr(self.processor, "tokenizer", self.processor)
+            known = len(tokenizer)
+            rows = getattr(getattr(self._config, "text_config", None), "vocab_size", None) or getattr(self._config, "vocab_size", None)
+            if isinstance(self._config, dict):
+                rows = (self._config.get("text_config") or {}).get("vocab_size") or self._config.get("vocab_size")
+            if rows and rows > known:
+                self._mask = mx.concatenate([mx.zeros((known,)), mx.full((rows - known,), -mx.inf)])
+            else:
+                self._mask = None
+        return self._mask
 
     def close(self) -> None:
         self.model = None
