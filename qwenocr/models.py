@@ -113,8 +113,11 @@ def fetch(
             )
         )
     except LocalEntryNotFoundError:
+        # huggingface_hub raises this both in offline mode and when the hub can't be
+        # reached; say which, since the remedies differ.
+        reason = "offline mode forbids downloading" if offline else "the Hugging Face hub could not be reached to download them"
         raise ModelUnavailableError(
-            f"model files {', '.join(patterns)} from {repo} are not in the Hugging Face cache, and offline mode forbids downloading",
+            f"model files {', '.join(patterns)} from {repo} are not in the Hugging Face cache, and {reason}",
             f"download them once with `{pull_command or 'qwenocr models pull'}` while online, or pass --model PATH",
         ) from None
     except RepositoryNotFoundError:
