@@ -373,6 +373,26 @@ def parse_quant(text: str) -> Tuple[Optional[str], int]:
 # --- docs/memory-table.md ---------------------------------------------------------------
 
 
+
+def quant_for_backend(quant: str, backend: Optional[str]) -> Tuple[Optional[str], int]:
+    """`parse_quant` checked against a requested backend, for user input.
+
+    Returns (the backend: the requested one, else the one the quant implies, else None;
+    bits). Raises UsageError for an unknown quant or one that belongs to another backend.
+    """
+    from qwenocr.errors import UsageError
+
+    try:
+        implied, bits = parse_quant(quant)
+    except KeyError:
+        raise UsageError(
+            f"unknown quant {quant!r}",
+            "use 4bit, 8bit or bf16, or a backend's own name: Q4_K_XL, Q8_0, BF16 (llama.cpp), MXFP4, 8bit, bf16 (mlx)",
+        ) from None
+    if implied and backend and implied != backend:
+        raise UsageError(f"quant {quant} is for {implied}, but the backend asked for is {backend}")
+    return backend or implied, bits
+
 def _fmt(gb: float) -> str:
     return f"{gb:g}"
 

@@ -118,17 +118,9 @@ def variant_targets(variant: str, quant: Optional[str], backend: Optional[str]) 
     bits_wanted: Sequence[int] = catalog.BITS
     backends: Sequence[str] = (backend,) if backend else catalog.BACKENDS
     if quant is not None:
-        try:
-            implied, bits = catalog.parse_quant(quant)
-        except KeyError:
-            raise UsageError(
-                f"unknown quant {quant!r}",
-                "use 4bit, 8bit or bf16, or a backend's own name: Q4_K_XL, Q8_0, BF16 (llama.cpp), MXFP4, 8bit, bf16 (mlx)",
-            ) from None
-        if implied and backend and implied != backend:
-            raise UsageError(f"quant {quant} is for {implied}, but the backend asked for is {backend}")
+        chosen, bits = catalog.quant_for_backend(quant, backend)
         bits_wanted = (bits,)
-        backends = (implied,) if implied else backends
+        backends = (chosen,) if chosen else backends
     return [catalog_target(v, bits, b) for b in backends for bits in bits_wanted]
 
 

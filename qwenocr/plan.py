@@ -475,16 +475,7 @@ def make_plan(
     forced_backend = _normalize_backend(backend)
     forced_bits: Optional[int] = None
     if quant is not None:
-        try:
-            implied, forced_bits = catalog.parse_quant(quant)
-        except KeyError:
-            raise UsageError(
-                f"unknown quant {quant!r}",
-                "use 4bit, 8bit or bf16, or a backend's own name: Q4_K_XL, Q8_0, BF16 (llama.cpp), MXFP4, 8bit, bf16 (mlx)",
-            ) from None
-        if implied and forced_backend and implied != forced_backend:
-            raise UsageError(f"quant {quant} is for {implied}, but the backend asked for is {forced_backend}")
-        forced_backend = forced_backend or implied
+        forced_backend, forced_bits = catalog.quant_for_backend(quant, forced_backend)
     forced_variant: Optional[Variant] = None
     if variant is not None:
         try:

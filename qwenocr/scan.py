@@ -20,7 +20,7 @@ from typing import List, Optional, TextIO
 from qwenocr.errors import ExitCode, InputError, OutputError, QwenOCRError, UsageError
 from qwenocr.models import ModelFiles
 from qwenocr.output import DocumentInfo, extension, make_writer
-from qwenocr.pages import IMAGE_SUFFIXES, Document, RenderSettings, open_document, parse_page_ranges
+from qwenocr.pages import IMAGE_SUFFIXES, Document, open_document, parse_page_ranges
 from qwenocr.pipeline import Events, ScanOptions, run_document
 from qwenocr.progress import Reporter
 from qwenocr.results import PageResult
@@ -88,7 +88,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
     engine_cap = getattr(backend, "max_image_tokens", None) or render.engine_max_tokens
     if render.max_image_tokens > engine_cap:
         reporter.warn(f"--max-image-tokens {render.max_image_tokens} is above what {backend.name} accepts; using {engine_cap}")
-    options = _with_render(request.options, replace(render, engine_max_tokens=min(engine_cap, render.engine_max_tokens)))
+    options = replace(request.options, render=replace(render, engine_max_tokens=min(engine_cap, render.engine_max_tokens)))
 
     several = len(inputs) > 1
     output_names = _output_names(good, request, several)
@@ -375,12 +375,6 @@ def _output_settings(request: ScanRequest, options: ScanOptions, model: ModelFil
         "skip_blank": options.skip_blank,
         "mode": options.mode,
     }
-
-
-def _with_render(options: ScanOptions, render: RenderSettings) -> ScanOptions:
-    from dataclasses import replace
-
-    return replace(options, render=render)
 
 
 def _resolve_model(request: ScanRequest, reporter: Reporter):
