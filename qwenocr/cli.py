@@ -10,10 +10,9 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from qwenocr import __version__
 from qwenocr.errors import ExitCode, QwenOCRError, Terminated
@@ -269,12 +268,9 @@ def scan_command(
         verbose=verbose,
         options=options,
     )
-    import signal
+    from qwenocr import interrupts
 
-    def _terminate(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()  # Ctrl-C and SIGTERM end the run cleanly, even mid-page
     reporter = Reporter(quiet=quiet, verbose=verbose)
     with protected_stdout() as document_stream:
         code = run_scan(request, document_stream, reporter)

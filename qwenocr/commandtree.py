@@ -229,14 +229,14 @@ def _value_kind(param: Any) -> Tuple[str, Tuple[str, ...]]:
             kind = descriptor.path_type
             return ("dir" if kind == "dir" else "file" if kind == "file" else "path"), ()
         return "text", ()
-    click_type = getattr(param, "type", None)  # Click proper
+    click_type = getattr(param, "type", None)  # Click's param types (Typer <= 0.28: TyperPath)
     choices = getattr(click_type, "choices", None)
     if choices is not None:
         return "choice", tuple(_choice_text(c) for c in choices)
     type_name = type(click_type).__name__
-    if type_name == "File":
+    if type_name in ("File", "TyperFile"):
         return "file", ()
-    if type_name == "Path":
+    if type_name in ("Path", "TyperPath"):
         if getattr(click_type, "dir_okay", True) and not getattr(click_type, "file_okay", True):
             return "dir", ()
         return "path", ()

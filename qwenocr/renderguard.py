@@ -8,9 +8,11 @@ interpreter with it. `RenderWorker` runs `PdfDocument.render` in a child process
 each page with a deadline, and on timeout (or when the child dies) kills it, reports the
 page as an `InputError` and starts a fresh child for the next page.
 
-The common path stays fast: one child per document, started on the first page (about
-0.15 s), and a page comes back as raw RGB bytes over a pipe (10-40 ms for a 1536-token
-page on a 2-core machine); rendering overlaps with the model's work on the page before.
+The common path stays fast: one child per document, started ahead (`prestart`: while
+the model loads, or while the document before is read) so that its start-up (about
+0.15 s) is not waited for; a page comes back as raw RGB bytes over a pipe (10-40 ms for
+a 1536-token page on a 2-core machine); rendering overlaps with the model's work on the
+page before.
 Measured in docs/troubleshooting.md.
 
 Protocol, parent to child: one JSON line per request (`open`, then `render` requests),
@@ -26,6 +28,7 @@ Linux its address space is capped, so a page that would need gigabytes fails cle
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -103,15 +106,7 @@ class RenderWorker:
             return
         if self._proc is not None:  # died between pages: start again, as after a timeout
             self._kill()
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "qwenocr.renderguard", str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # PDFium's own complaints are not the user's business
-            env=env,
-            close_fds=True,
-        )
+        self._proc = _take_spare() or _spawn()
         data = self._source if isinstance(self._source, bytes) else None
         self._send({"op": "open", "path": None if data is not None else str(self._source),
                     "size": len(data) if data is not None else 0, "name": self.name, "password": self._password},
@@ -192,6 +187,83 @@ class RenderWorker:
             except OSError:
                 pass
         return status
+
+
+def _spawn() -> subprocess.Popen:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "qwenocr.renderguard", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # PDFium's own complaints are not the user's business
+        env=env,
+        close_fds=True,
+    )
+
+
+# One child started ahead of need: it imports Python, Pillow and PDFium (about 0.15 s)
+# while the model loads, or while the document before is being read, instead of while
+# the first page is awaited.
+_spare: Optional[subprocess.Popen] = None
+_spares_wanted = 0  # children still to hand out: the PDFs the run has yet to start
+_spare_lock = threading.Lock()
+
+
+def prestart(documents: int = 1) -> None:
+    """Expect `documents` PDFs to be rendered: start the first one's child now, and each
+    time a `RenderWorker` takes it, start the next one's."""
+    global _spares_wanted
+    with _spare_lock:
+        _spares_wanted = max(0, documents)
+        _start_spare()
+
+
+def _start_spare() -> None:
+    """Lock held."""
+    global _spare
+    if _spares_wanted <= 0 or (_spare is not None and _spare.poll() is None):
+        return
+    try:
+        _spare = _spawn()
+    except OSError:  # no spare then; the worker starts its own when it needs one
+        _spare = None
+
+
+def _take_spare() -> Optional[subprocess.Popen]:
+    global _spare, _spares_wanted
+    with _spare_lock:
+        proc, _spare = _spare, None
+        if proc is not None:
+            _spares_wanted -= 1
+            _start_spare()
+    if proc is not None and proc.poll() is not None:
+        _discard(proc)
+        return None
+    return proc
+
+
+def _discard(proc: subprocess.Popen) -> None:
+    """End a child nobody needs: closing its stdin makes it exit on its own."""
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@atexit.register
+def _discard_spare() -> None:
+    global _spare, _spares_wanted
+    with _spare_lock:
+        proc, _spare, _spares_wanted = _spare, None, 0
+    if proc is not None:
+        _discard(proc)
 
 
 class _Timeout(Exception):

@@ -55,6 +55,7 @@ class _Input:
     name: str
     data: Optional[bytes] = None  # stdin's bytes
     error: Optional[QwenOCRError] = None
+    kind: Optional[str] = None  # "pdf" or "image", once opened
     done_checkpoint: Optional[object] = None  # discarded once the whole run has ended
 
 
@@ -74,14 +75,17 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
         raise inputs[0].error  # type: ignore[misc]
 
     if engine is not None:
+        _prestart_renderers(good, request)
         model, plan, backend = engine()
     elif request.options.mode == "text":
         # Only the PDFs' own text layers: no model to plan, download or load.
         model, plan, backend = ModelFiles("none", Path(), None, "text-layer"), None, _NoModel()
     elif request.backend == "openai":
+        _prestart_renderers(good, request)
         model, plan, backend = _openai_backend(request, reporter)
     else:
         model, plan = _resolve_model(request, reporter)
+        _prestart_renderers(good, request)
         backend = _load_backend(model, request, plan, reporter)
     plan_record = _plan_record(plan)
     render = request.options.render
@@ -245,6 +249,16 @@ def _openai_backend(request: ScanRequest, reporter: Reporter):
     return ModelFiles("openai", Path(), None, served), None, backend
 
 
+def _prestart_renderers(inputs: List[_Input], request: ScanRequest) -> None:
+    """Start the PDFs' render processes ahead, so that their start-up overlaps with
+    loading the model (renderguard.prestart)."""
+    pdfs = sum(1 for item in inputs if item.kind == "pdf")
+    if pdfs and request.options.render.timeout is not None:
+        from qwenocr import renderguard
+
+        renderguard.prestart(pdfs)
+
+
 def _check_inputs(request: ScanRequest) -> List[_Input]:
     if not request.inputs:
         raise UsageError("no input given", "pass a PDF or image, or - for stdin")
@@ -268,6 +282,7 @@ def _check_inputs(request: ScanRequest) -> List[_Input]:
         try:
             with open_document(name, request.password, item.data) as document:
                 parse_page_ranges(request.pages, document.page_count)
+                item.kind = document.kind
         except QwenOCRError as error:
             item.error = error
         checked.append(item)

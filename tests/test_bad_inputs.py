@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import broken_inputs, samples
+from tests import broken_inputs
 
 QWENOCR = [sys.executable, "-m", "qwenocr"]
 FAST = ["--max-tokens", "16", "--max-image-tokens", "64", "--no-resume"]
@@ -395,3 +395,33 @@ def test_render_process_reports_an_error_of_its_own_open(tmp_path):
                 worker.render(number, RenderSettings(max_image_tokens=64))
     finally:
         worker.close()
+
+
+def test_prestarted_render_processes_serve_the_documents_that_follow(tmp_path):
+    """prestart(n) starts a child ahead; each document takes the one waiting and the
+    next is started, until n were handed out; the pixels are the same as in process."""
+    from qwenocr import renderguard
+    from qwenocr.pages import RenderSettings, open_document
+
+    pdf = tmp_path / "text.pdf"
+    pdf.write_bytes(broken_inputs.text_pdf(1))
+    with open_document(pdf) as in_process:
+        expected = in_process.render(1, RenderSettings(max_image_tokens=128)).tobytes()
+    renderguard.prestart(2)
+    first_spare = renderguard._spare
+    assert first_spare is not None and first_spare.poll() is None
+    try:
+        pids = []
+        for _ in range(2):
+            with open_document(pdf) as document:
+                assert document.render(1, RenderSettings(max_image_tokens=128, timeout=30)).tobytes() == expected
+                pids.append(document._worker._proc.pid)
+        assert pids[0] == first_spare.pid
+        assert pids[1] != pids[0]
+        assert renderguard._spare is None  # two documents expected, two children handed out
+        with open_document(pdf) as document:  # a third starts its own
+            document.render(1, RenderSettings(max_image_tokens=128, timeout=30))
+            assert document._worker._proc.pid not in pids
+    finally:
+        renderguard._discard_spare()
+    assert first_spare.poll() is not None  # closed with its document, not left running

@@ -24,7 +24,7 @@ from typing import Dict, List, Literal, Optional
 import pytest
 import typer
 import typer.main
-from typing_extensions import Annotated
+from typing import Annotated
 
 from qwenocr import completions
 from qwenocr.commandtree import describe

@@ -199,3 +199,62 @@ def test_interrupted_run_of_several_inputs_redoes_no_finished_document(pdf, tiny
     assert six["pages"][0]["resumed"]
     assert _texts(six) == _texts(reference)
     assert _finished_pages(cache) == {}
+
+
+# -- a signal that lands inside a native library's callback ---------------------------
+
+
+def _sort_through_c(compare) -> None:
+    """Have C code (libc's qsort) call `compare` back through ctypes."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    numbers = (ctypes.c_int * 8)(5, 3, 8, 1, 9, 2, 7, 4)
+    prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+    libc.qsort(numbers, len(numbers), ctypes.sizeof(ctypes.c_int), prototype(compare))
+
+
+def _compare_and_signal(signum):
+    sent = []
+
+    def compare(a, b):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # bytecodes at which the handler runs, inside the callback
+                pass
+        return a[0] - b[0]
+
+    return compare
+
+
+@pytest.fixture
+def saved_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the "Exception ignored"
+def test_ctrl_c_inside_an_unregistered_callback_is_lost(saved_handlers):
+    """The hazard: ctypes swallows the KeyboardInterrupt raised in a callback."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _sort_through_c(_compare_and_signal(signal.SIGINT))  # no KeyboardInterrupt comes out
+
+
+@pytest.mark.parametrize("signum,raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, "Terminated")])
+def test_a_signal_inside_a_registered_callback_is_raised_after_it(saved_handlers, signum, raised):
+    from qwenocr import interrupts
+    from qwenocr.errors import Terminated
+
+    expected = Terminated if raised == "Terminated" else raised
+    compare = interrupts.register_callback(_compare_and_signal(signum))
+    interrupts.install()
+    finished = []
+    with pytest.raises(expected):
+        _sort_through_c(compare)
+        finished.append("the sort")  # the signal comes out after the C code
+        for _ in range(500):  # (interrupt_main wakes no sleep: short ones)
+            time.sleep(0.01)
+    assert finished == ["the sort"]

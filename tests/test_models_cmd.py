@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
 import time

@@ -1,15 +1,22 @@
 """The llama.cpp engine: a GGUF model and its vision projector through llama-cpp-python.
 
 Vision goes through `MTMDChatHandler`, which renders the GGUF's own chat template. The
-handler does not pass `enable_thinking` on by itself, so `_ThinkingOffHandler` adds it:
-Qwen 3.5's larger models think by default, and thinking makes OCR slow or empty.
+handler does not pass `enable_thinking` on by itself, so `_PageHandler` adds it: Qwen
+3.5's larger models think by default, and thinking makes OCR slow or empty.
 The native library logs a lot; its log callbacks are replaced so that nothing is
 printed unless --verbose (and stdout is guarded by the caller in any case).
+
+Two costs of the stock handler are avoided, because with a small model they were most
+of qwenocr's overhead per page (docs/performance.md):
+- it compiles the chat template anew for every request (about 35 ms for Qwen 3.5's
+  template on a 2-core machine): `_cache_chat_templates` compiles each one once;
+- it takes images as data URIs, so a page would be PNG-encoded, base64-encoded and
+  decoded again (about 40 ms at 1,536 visual tokens): the page goes to the handler as
+  an uncompressed BMP in memory instead (about 3 ms), never as a string.
 """
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import io
 from pathlib import Path
@@ -31,7 +38,10 @@ def _install_log_filter(verbose: bool) -> None:
 
     import llama_cpp
 
+    from qwenocr.interrupts import register_callback
+
     @llama_cpp.llama_log_callback
+    @register_callback  # C calls it: a Ctrl-C must not be raised (and lost) in here
     def forward(level: int, text: bytes, user_data) -> None:
         if verbose:
             sys.stderr.write(text.decode("utf-8", "replace"))
@@ -47,11 +57,64 @@ def _install_log_filter(verbose: bool) -> None:
         pass
 
 
-def _data_uri(image: Image.Image) -> str:
+def _bmp_bytes(image: Image.Image) -> bytes:
+    """The page as an uncompressed BMP: lossless like PNG, but encoding is a copy."""
     buffer = io.BytesIO()
-    # PNG keeps text edges exact; the image is already at its final size.
-    image.save(buffer, format="PNG", optimize=False, compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image.convert("RGB").save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def _free_sampler(llm) -> None:
+    """Free the page's native sampler chain now, not at some later garbage collection.
+
+    llama-cpp-python makes a new sampler chain for every request and frees the old one
+    only through a reference cycle (the chain's free callback closes over its owner), so
+    chains pile up until Python's cyclic collector runs, each holding native buffers the
+    size of the vocabulary (Qwen 3.5: 248k entries). Over a long document that made the
+    peak RSS climb by tens of MB (docs/performance.md); freed per page, it stays flat.
+    The next request makes its own chain, as it always does.
+    """
+    sampler = getattr(llm, "_sampler", None)
+    if sampler is not None and hasattr(sampler, "close"):
+        sampler.close()
+        llm._sampler = None
+
+
+_template_cache: dict = {}
+
+
+def _cache_chat_templates() -> None:
+    """Make llama-cpp-python's chat handlers compile each chat template once per process.
+
+    `MTMDChatHandler.__call__` builds a fresh sandboxed Jinja environment and compiles
+    the GGUF's template on every request. A compiled template does not change, so the
+    environment class it uses is swapped (in this process only) for one whose
+    `from_string` returns the template compiled before for the same source and the same
+    settings. If a llama-cpp-python release no longer has that name, nothing is changed
+    and requests simply compile as before.
+    """
+    try:
+        from llama_cpp import llama_chat_format
+    except ImportError:
+        return
+    base = getattr(llama_chat_format, "ImmutableSandboxedEnvironment", None)
+    if base is None or getattr(base, "_qwenocr_caching", False):
+        return
+
+    class CachingEnvironment(base):  # type: ignore[misc, valid-type]
+        _qwenocr_caching = True
+
+        def from_string(self, source, globals=None, template_class=None):
+            if globals or template_class is not None or not isinstance(source, str):
+                return super().from_string(source, globals, template_class)
+            key = (source, self.trim_blocks, self.lstrip_blocks, tuple(sorted(self.extensions)),
+                   tuple(sorted((name, id(function)) for name, function in self.filters.items())))
+            template = _template_cache.get(key)
+            if template is None:
+                template = _template_cache[key] = super().from_string(source)
+            return template
+
+    llama_chat_format.ImmutableSandboxedEnvironment = CachingEnvironment
 
 
 class LlamaCppBackend:
@@ -79,14 +142,23 @@ class LlamaCppBackend:
                 'install it with: pip install "qwenocr[llama]" (add CMAKE_ARGS="-DGGML_CUDA=on" for NVIDIA GPUs)',
             ) from None
 
-        class _ThinkingOffHandler(MTMDChatHandler):
+        class _PageHandler(MTMDChatHandler):
+            """Thinking off; page images handed over as bytes, not data URIs."""
+
+            pages: dict = {}
+
             def __call__(self, **kwargs):
                 kwargs["enable_thinking"] = False
                 return super().__call__(**kwargs)
 
+            def load_image(self, image_url: str) -> bytes:
+                page = self.pages.pop(image_url, None)
+                return page if page is not None else super().load_image(image_url)
+
         _install_log_filter(verbose)
+        _cache_chat_templates()
         try:
-            handler = _ThinkingOffHandler(clip_model_path=str(mmproj_path), verbose=verbose)
+            handler = _PageHandler(clip_model_path=str(mmproj_path), verbose=verbose)
             # Threads: llama.cpp's own default (half the logical CPUs, i.e. the physical
             # cores on most machines) is faster than one thread per hyperthread.
             extra = {"n_threads": n_threads} if n_threads else {}
@@ -101,6 +173,7 @@ class LlamaCppBackend:
             )
         except (ValueError, RuntimeError) as error:
             raise BackendError(f"llama.cpp could not load {Path(model_path).name}: {error}", "check that the GGUF and its mmproj belong together") from None
+        self._handler = handler
         self.n_ctx = n_ctx
 
     def generate(
@@ -110,11 +183,14 @@ class LlamaCppBackend:
         settings: GenerationSettings,
         on_piece: Optional[PieceCallback] = None,
     ) -> Generation:
+        # The handler asks for the image by its URL; this one names bytes it is handed.
+        url = f"qwenocr-page:{id(image)}"
+        self._handler.pages = {url: _bmp_bytes(image)}
         messages = [
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": _data_uri(image)}},
+                    {"type": "image_url", "image_url": {"url": url}},
                     {"type": "text", "text": prompt},
                 ],
             }
@@ -153,6 +229,7 @@ class LlamaCppBackend:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+            _free_sampler(self._llm)
         return Generation(text="".join(pieces), output_tokens=tokens, prompt_tokens=None, finish_reason=finish)
 
     def close(self) -> None:
