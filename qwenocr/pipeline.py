@@ -123,45 +123,42 @@ def run_document(
     rendered: "queue.Queue[Optional[_Rendered]]" = queue.Queue(maxsize=in_flight + 1)
     stop = threading.Event()
 
+    def prepare(number: int) -> _Rendered:
+        record = checkpoint.get(number) if checkpoint is not None else None
+        if record is not None:
+            return _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
+        try:
+            from_text = _from_text_layer(document, number, options.mode)
+            if from_text is not None:
+                return _Rendered(number, cached=from_text)
+            image = document.render(number, options.render)
+            # Blank detection runs here, beside the model rather than before it, so it
+            # costs no wall time.
+            if options.skip_blank and _is_blank(image):
+                return _Rendered(number, cached=PageResult(number, "", "blank", source="none", **_size_fields(image)))
+            return _Rendered(number, image=image)
+        except QwenOCRError as error:
+            return _Rendered(number, error=error.one_line())
+        except Exception as error:  # a page pdfium or Pillow chokes on
+            return _Rendered(number, error=f"page {number} could not be rendered: {error}")
+
+    def put(item: Optional[_Rendered]) -> None:
+        """Queue an item; give up when the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                rendered.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def produce() -> None:
         try:
             for number in page_numbers:
                 if stop.is_set():
                     return
-                record = checkpoint.get(number) if checkpoint is not None else None
-                if record is not None:
-                    item = _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
-                else:
-                    try:
-                        from_text = _from_text_layer(document, number, options.mode)
-                        if from_text is not None:
-                            item = _Rendered(number, cached=from_text)
-                        else:
-                            image = document.render(number, options.render)
-                            # Blank detection runs here, beside the model rather than
-                            # before it, so it costs no wall time.
-                            if options.skip_blank and _is_blank(image):
-                                item = _Rendered(number, cached=PageResult(
-                                    number, "", "blank", source="none", **_size_fields(image)))
-                            else:
-                                item = _Rendered(number, image=image)
-                    except QwenOCRError as error:
-                        item = _Rendered(number, error=error.one_line())
-                    except Exception as error:  # a page pdfium or Pillow chokes on
-                        item = _Rendered(number, error=f"page {number} could not be rendered: {error}")
-                while not stop.is_set():
-                    try:
-                        rendered.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                put(prepare(number))
         finally:
-            while not stop.is_set():
-                try:
-                    rendered.put(None, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            put(None)
 
     producer = threading.Thread(target=produce, name="qwenocr-render", daemon=True)
     producer.start()

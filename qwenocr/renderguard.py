@@ -180,12 +180,7 @@ class RenderWorker:
             status = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
             status = None
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        _close_pipes(proc)
         return status
 
 
@@ -242,14 +237,18 @@ def _take_spare() -> Optional[subprocess.Popen]:
     return proc
 
 
-def _discard(proc: subprocess.Popen) -> None:
-    """End a child nobody needs: closing its stdin makes it exit on its own."""
+def _close_pipes(proc: subprocess.Popen) -> None:
     for stream in (proc.stdin, proc.stdout):
         try:
             if stream is not None:
                 stream.close()
         except OSError:
             pass
+
+
+def _discard(proc: subprocess.Popen) -> None:
+    """End a child nobody needs: closing its stdin makes it exit on its own."""
+    _close_pipes(proc)
     try:
         proc.wait(timeout=2)
     except subprocess.TimeoutExpired:

@@ -74,18 +74,17 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
     if not good:
         raise inputs[0].error  # type: ignore[misc]
 
-    if engine is not None:
+    if request.options.mode != "text":
         _prestart_renderers(good, request)
+    if engine is not None:
         model, plan, backend = engine()
     elif request.options.mode == "text":
         # Only the PDFs' own text layers: no model to plan, download or load.
         model, plan, backend = ModelFiles("none", Path(), None, "text-layer"), None, _NoModel()
     elif request.backend == "openai":
-        _prestart_renderers(good, request)
         model, plan, backend = _openai_backend(request, reporter)
     else:
         model, plan = _resolve_model(request, reporter)
-        _prestart_renderers(good, request)
         backend = _load_backend(model, request, plan, reporter)
     plan_record = _plan_record(plan)
     render = request.options.render

@@ -23,19 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests import broken_inputs
+from tests.clirun import QWENOCR, run_cli
 
-QWENOCR = [sys.executable, "-m", "qwenocr"]
 FAST = ["--max-tokens", "16", "--max-image-tokens", "64", "--no-resume"]
-
-
-def run_cli(*args, env=None, stdin=None, timeout=120):
-    return subprocess.run(
-        [*QWENOCR, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def assert_one_error(proc, code: int, *needles: str) -> str:
@@ -383,8 +373,8 @@ def test_render_process_reports_an_error_of_its_own_open(tmp_path):
     """The render process opens the document itself; if that fails, the first page says
     why (and the protocol stays in step for the next one)."""
     from qwenocr.errors import InputError
-    from qwenocr.renderguard import RenderWorker
     from qwenocr.pages import RenderSettings
+    from qwenocr.renderguard import RenderWorker
 
     garbage = tmp_path / "garbage.pdf"
     garbage.write_bytes(broken_inputs.corrupt_pdf())

@@ -8,31 +8,21 @@ count and order, statuses, valid JSON, and that stdout holds the document and no
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests import samples
+from tests import clirun, samples
 
 pytestmark = pytest.mark.engine
 
-QWENOCR = [sys.executable, "-m", "qwenocr"]
 # Tiny budgets keep each page to a fraction of a second on a 2-core CPU.
 FAST = ["--max-tokens", "24", "--max-image-tokens", "128", "--no-resume"]
 STATUSES = {"ok", "repetition", "truncated"}
 
 
-def run_cli(*args, stdin=None, timeout=300, env=None):
-    return subprocess.run(
-        [*QWENOCR, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+run_cli = functools.partial(clirun.run_cli, timeout=300)  # engines on a 2-core CPU take a while
 
 
 def _model_args(tiny_models, engine: str, kind: str):

@@ -6,19 +6,12 @@ llama_cpp.server lives in tests/test_openai_backend.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from tests import samples
+from tests.clirun import run_cli
 from tests.openai_fake_server import FakeOpenAIServer
 
 SECRET = "sk-test-very-secret-key"
-
-
-def run_cli(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "qwenocr", *map(str, args)], capture_output=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 def test_pages_in_order_with_concurrency_and_retries(tmp_path):

@@ -80,6 +80,8 @@ def _free_sampler(llm) -> None:
         llm._sampler = None
 
 
+_PAGE_URL = "qwenocr:page"  # what the messages name the page by (see _PageHandler)
+
 _template_cache: dict = {}
 
 
@@ -145,15 +147,14 @@ class LlamaCppBackend:
         class _PageHandler(MTMDChatHandler):
             """Thinking off; page images handed over as bytes, not data URIs."""
 
-            pages: dict = {}
+            page: Optional[bytes] = None  # the BMP of the page being read
 
             def __call__(self, **kwargs):
                 kwargs["enable_thinking"] = False
                 return super().__call__(**kwargs)
 
             def load_image(self, image_url: str) -> bytes:
-                page = self.pages.pop(image_url, None)
-                return page if page is not None else super().load_image(image_url)
+                return self.page if image_url == _PAGE_URL and self.page is not None else super().load_image(image_url)
 
         _install_log_filter(verbose)
         _cache_chat_templates()
@@ -183,14 +184,13 @@ class LlamaCppBackend:
         settings: GenerationSettings,
         on_piece: Optional[PieceCallback] = None,
     ) -> Generation:
-        # The handler asks for the image by its URL; this one names bytes it is handed.
-        url = f"qwenocr-page:{id(image)}"
-        self._handler.pages = {url: _bmp_bytes(image)}
+        # The handler asks for the image by its URL; this one names the bytes it holds.
+        self._handler.page = _bmp_bytes(image)
         messages = [
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "image_url", "image_url": {"url": _PAGE_URL}},
                     {"type": "text", "text": prompt},
                 ],
             }
@@ -230,6 +230,7 @@ class LlamaCppBackend:
             if close is not None:
                 close()
             _free_sampler(self._llm)
+            self._handler.page = None
         return Generation(text="".join(pieces), output_tokens=tokens, prompt_tokens=None, finish_reason=finish)
 
     def close(self) -> None:
