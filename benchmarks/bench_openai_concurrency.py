@@ -1,6 +1,6 @@
 """Client overhead and concurrency of `--backend openai` (issue 6 benchmark).
 
-Starts the fake OpenAI-compatible server (tests/openai_fake_server.py) in its own
+Starts the fake OpenAI-compatible server (tests/support/openai_fake_server.py) in its own
 process, answering every request after a fixed delay and serving requests in
 parallel, then pushes N page images through `OpenAIBackend.generate` from a thread
 pool of `c` workers, the way the pipeline keeps `concurrency` pages in flight. With a
@@ -38,14 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qwenocr.backends.base import GenerationSettings  # noqa: E402
-from qwenocr.backends.openai import OpenAIBackend, encode_image  # noqa: E402
-from tests.samples import page_image  # noqa: E402
+from qwenocr.engines.base import GenerationSettings  # noqa: E402
+from qwenocr.engines.openai import OpenAIBackend, encode_image  # noqa: E402
+from tests.support.samples import page_image  # noqa: E402
 
 
 def start_server(delay: float) -> tuple:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_fake_server", "--delay", str(delay)],
+        [sys.executable, "-m", "tests.support.openai_fake_server", "--delay", str(delay)],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -64,7 +64,9 @@ def run_level(url: str, images: list, concurrency: int) -> dict:
     started = time.perf_counter()
     with ThreadPoolExecutor(client.concurrency) as pool:
         # map keeps the page order, as the pipeline does; the pool keeps c in flight.
-        results = list(pool.map(lambda image: client.generate(image, "Read all the text in the image.", settings), images))
+        results = list(
+            pool.map(lambda image: client.generate(image, "Read all the text in the image.", settings), images)
+        )
     elapsed = time.perf_counter() - started
     assert all(r.text for r in results)
     return {"concurrency": concurrency, "pages": len(images), "seconds": elapsed, "pages_per_s": len(images) / elapsed}
@@ -75,7 +77,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="server seconds per page (default 0.2)")
     parser.add_argument("--pages", type=int, default=64, help="pages per level (default 64)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--size", type=int, nargs=2, default=[1240, 1754], metavar=("W", "H"), help="page image size (A4 at 150 DPI)")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=[1240, 1754], metavar=("W", "H"), help="page image size (A4 at 150 DPI)"
+    )
     parser.add_argument("--pre-encode", action="store_true", help="encode the images before timing (transport only)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per level; the best is kept")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -118,10 +122,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"fake server: {args.delay * 1000:.0f} ms per page, parallel; {args.pages} pages of {args.size[0]}x{args.size[1]} per level")
+    print(
+        f"fake server: {args.delay * 1000:.0f} ms per page, parallel;"
+        f" {args.pages} pages of {args.size[0]}x{args.size[1]} per level"
+    )
     encoding = "done before timing (--pre-encode)" if args.pre_encode else "inside generate, timed"
-    print(f"client image encoding: {encode_ms:.1f} ms per page, {encoding}; {os.cpu_count()} CPUs; Python {summary['python']}")
-    print(f"{'in flight':>9} {'seconds':>8} {'pages/s':>8} {'ideal':>7} {'ratio':>6} {'vs c=' + str(rows[0]['concurrency']):>7}")
+    print(
+        f"client image encoding: {encode_ms:.1f} ms per page, {encoding};"
+        f" {os.cpu_count()} CPUs; Python {summary['python']}"
+    )
+    print(
+        f"{'in flight':>9} {'seconds':>8} {'pages/s':>8} {'ideal':>7} {'ratio':>6}"
+        f" {'vs c=' + str(rows[0]['concurrency']):>7}"
+    )
     for row in rows:
         print(
             f"{row['concurrency']:>9} {row['seconds']:>8.2f} {row['pages_per_s']:>8.2f} "

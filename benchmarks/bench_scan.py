@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import samples  # noqa: E402
+from tests.support import samples  # noqa: E402
 
 # The engine settings both sides of the overhead comparison use. Sampling (not greedy)
 # because greedy decoding of random weights emits blank lines, which the loop guard
@@ -77,8 +77,8 @@ BACKEND_ONLY = r"""
 import sys
 from pathlib import Path
 from PIL import Image
-from qwenocr.backends.base import GenerationSettings
-from qwenocr.backends.llamacpp import LlamaCppBackend
+from qwenocr.engines.base import GenerationSettings
+from qwenocr.engines.llamacpp import LlamaCppBackend
 
 model, mmproj, folder, max_tokens, n_ctx, prompt, temperature = sys.argv[1:8]
 backend = LlamaCppBackend(Path(model), Path(mmproj), n_ctx=int(n_ctx))
@@ -126,8 +126,8 @@ def overhead(args) -> None:
     (the whole CLI on the PDF). qwenocr/bare is the goal (≤ 1.05); qwenocr/backend is
     what the pipeline itself adds. Medians and minimums are both reported: on a shared
     machine noise only ever adds time, so the minimum is the steadier estimate."""
-    from qwenocr.pages import RenderSettings, open_document
-    from qwenocr.pipeline import DEFAULT_PROMPT
+    from qwenocr.pages.document import RenderSettings, open_document
+    from qwenocr.scan.pipeline import DEFAULT_PROMPT
 
     model, mmproj = _gguf(_models(args))
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,15 +137,39 @@ def overhead(args) -> None:
         rendered.mkdir()
         with open_document(pdf) as document:
             for number in range(1, document.page_count + 1):
-                document.render(number, RenderSettings(max_image_tokens=IMAGE_TOKENS)).save(rendered / f"{number:04d}.png")
+                document.render(number, RenderSettings(max_image_tokens=IMAGE_TOKENS)).save(
+                    rendered / f"{number:04d}.png"
+                )
         n_ctx = str(IMAGE_TOKENS + MAX_TOKENS + 512 + 256)
         engine_args = [str(model), str(mmproj), str(rendered), str(MAX_TOKENS), n_ctx, DEFAULT_PROMPT, TEMPERATURE]
         commands = {
             "bare": [sys.executable, "-c", BARE_ENGINE, *engine_args],
             "backend": [sys.executable, "-c", BACKEND_ONLY, *engine_args],
-            "qwenocr": [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
-                        "--max-tokens", str(MAX_TOKENS), "--max-image-tokens", str(IMAGE_TOKENS), "--no-resume", "--quiet",
-                        "--temperature", TEMPERATURE, "--n-ctx", n_ctx, "-f", "json", "-o", str(tmp / "out.json")],
+            "qwenocr": [
+                sys.executable,
+                "-m",
+                "qwenocr",
+                "scan",
+                str(pdf),
+                "--model",
+                str(model),
+                "--mmproj",
+                str(mmproj),
+                "--max-tokens",
+                str(MAX_TOKENS),
+                "--max-image-tokens",
+                str(IMAGE_TOKENS),
+                "--no-resume",
+                "--quiet",
+                "--temperature",
+                TEMPERATURE,
+                "--n-ctx",
+                n_ctx,
+                "-f",
+                "json",
+                "-o",
+                str(tmp / "out.json"),
+            ],
         }
         wall = {name: [] for name in commands}
         cpu = {name: [] for name in commands}
@@ -166,16 +190,25 @@ def overhead(args) -> None:
         return round(pick(wall[a]) / pick(wall[b]), 3)
 
     median = statistics.median
-    print(json.dumps({
-        "benchmark": "overhead", "pages": args.pages, "repeats": args.repeats,
-        "median_s": {name: round(median(times), 2) for name, times in wall.items()},
-        "ratio_vs_bare": ratio("qwenocr", "bare", median), "ratio_vs_bare_min": ratio("qwenocr", "bare", min),
-        "cpu_ratio_vs_bare": round(median(cpu["qwenocr"]) / median(cpu["bare"]), 3),
-        "ratio_vs_backend": ratio("qwenocr", "backend", median), "ratio_vs_backend_min": ratio("qwenocr", "backend", min),
-        "cpu_ratio_vs_backend": round(median(cpu["qwenocr"]) / median(cpu["backend"]), 3),
-        "tokens": tokens, "pages_retried": retried,
-        "all_s": {name: [round(t, 2) for t in times] for name, times in wall.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "overhead",
+                "pages": args.pages,
+                "repeats": args.repeats,
+                "median_s": {name: round(median(times), 2) for name, times in wall.items()},
+                "ratio_vs_bare": ratio("qwenocr", "bare", median),
+                "ratio_vs_bare_min": ratio("qwenocr", "bare", min),
+                "cpu_ratio_vs_bare": round(median(cpu["qwenocr"]) / median(cpu["bare"]), 3),
+                "ratio_vs_backend": ratio("qwenocr", "backend", median),
+                "ratio_vs_backend_min": ratio("qwenocr", "backend", min),
+                "cpu_ratio_vs_backend": round(median(cpu["qwenocr"]) / median(cpu["backend"]), 3),
+                "tokens": tokens,
+                "pages_retried": retried,
+                "all_s": {name: [round(t, 2) for t in times] for name, times in wall.items()},
+            }
+        )
+    )
 
 
 def memory(args) -> None:
@@ -186,9 +219,27 @@ def memory(args) -> None:
         tmp = Path(tmp)
         for pages in (args.small, args.large):
             pdf = samples.write_pdf(tmp / f"doc{pages}.pdf", pages=pages, size=(850, 1100))
-            command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--model", str(model), "--mmproj", str(mmproj),
-                       "--max-tokens", "16", "--max-image-tokens", "64", "--no-resume", "--quiet", "-f", "json",
-                       "-o", str(tmp / f"out{pages}.json")]
+            command = [
+                sys.executable,
+                "-m",
+                "qwenocr",
+                "scan",
+                str(pdf),
+                "--model",
+                str(model),
+                "--mmproj",
+                str(mmproj),
+                "--max-tokens",
+                "16",
+                "--max-image-tokens",
+                "64",
+                "--no-resume",
+                "--quiet",
+                "-f",
+                "json",
+                "-o",
+                str(tmp / f"out{pages}.json"),
+            ]
             seconds, peak, _, _ = _timed(command)
             results[pages] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1)}
     growth = results[args.large]["peak_rss_mb"] - results[args.small]["peak_rss_mb"]
@@ -197,6 +248,7 @@ def memory(args) -> None:
 
 def startup(args) -> None:
     """`qwenocr --help` against a bare `python -c pass` (median of several runs)."""
+
     def median_of(command):
         times = []
         for _ in range(args.runs):
@@ -208,13 +260,22 @@ def startup(args) -> None:
     bare = median_of([sys.executable, "-c", "pass"])
     help_ = median_of([sys.executable, "-m", "qwenocr", "--help"])
     scan_help = median_of([sys.executable, "-m", "qwenocr", "scan", "--help"])
-    print(json.dumps({"benchmark": "startup", "python_s": round(bare, 3), "help_s": round(help_, 3),
-                      "scan_help_s": round(scan_help, 3), "help_minus_python_s": round(help_ - bare, 3)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "startup",
+                "python_s": round(bare, 3),
+                "help_s": round(help_, 3),
+                "scan_help_s": round(scan_help, 3),
+                "help_minus_python_s": round(help_ - bare, 3),
+            }
+        )
+    )
 
 
 def modes(args) -> None:
     """--mode auto vs --mode ocr on a born-digital PDF: the text layer skips the model."""
-    from tests import textlayer_pdfs
+    from tests.support import textlayer_pdfs
 
     model, mmproj = _gguf(_models(args))
     results = {}
@@ -230,12 +291,38 @@ def modes(args) -> None:
             document.import_pages(source)
         document.save(str(pdf))
         for mode in ("ocr", "auto"):
-            command = [sys.executable, "-m", "qwenocr", "scan", str(pdf), "--mode", mode, "--model", str(model),
-                       "--mmproj", str(mmproj), "--max-tokens", str(MAX_TOKENS), "--max-image-tokens", str(IMAGE_TOKENS),
-                       "--no-resume", "--quiet", "-o", str(tmp / f"{mode}.md")]
+            command = [
+                sys.executable,
+                "-m",
+                "qwenocr",
+                "scan",
+                str(pdf),
+                "--mode",
+                mode,
+                "--model",
+                str(model),
+                "--mmproj",
+                str(mmproj),
+                "--max-tokens",
+                str(MAX_TOKENS),
+                "--max-image-tokens",
+                str(IMAGE_TOKENS),
+                "--no-resume",
+                "--quiet",
+                "-o",
+                str(tmp / f"{mode}.md"),
+            ]
             results[mode] = round(_timed(command)[0], 2)
-    print(json.dumps({"benchmark": "modes", "pages": args.pages, "seconds": results,
-                      "speedup": round(results["ocr"] / results["auto"], 1)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "modes",
+                "pages": args.pages,
+                "seconds": results,
+                "speedup": round(results["ocr"] / results["auto"], 1),
+            }
+        )
+    )
 
 
 def main() -> None:

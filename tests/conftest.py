@@ -48,8 +48,9 @@ def tiny_models() -> TinyModels:
     root = os.environ.get("QWENOCR_TEST_MODELS")
     manifest = Path(root) / "manifest.json" if root else None
     if manifest is None or not manifest.is_file():
-        reason = ("QWENOCR_TEST_MODELS is not set" if manifest is None
-                  else f"{manifest} does not exist") + f"; {SETUP_HINT}"
+        reason = (
+            "QWENOCR_TEST_MODELS is not set" if manifest is None else f"{manifest} does not exist"
+        ) + f"; {SETUP_HINT}"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

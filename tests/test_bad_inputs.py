@@ -1,7 +1,7 @@
 """Bad inputs through the real CLI, as a user meets them: one line, a documented exit code.
 
 Every case runs `python -m qwenocr scan` as a subprocess on a file from
-tests/broken_inputs.py and checks what docs/exit-codes.md promises: the exit code,
+tests/support/broken_inputs.py and checks what docs/exit-codes.md promises: the exit code,
 exactly one `qwenocr: error: ` line on stderr (warnings for single pages), no traceback,
 nothing on stdout. Most failures happen in the input check, before any model is
 resolved; those runs pass a --model path that does not exist (see NO_MODEL), so they
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import broken_inputs
-from tests.clirun import QWENOCR, run_cli
+from tests.support import broken_inputs
+from tests.support.clirun import QWENOCR, run_cli
 
 FAST = ["--max-tokens", "16", "--max-image-tokens", "64", "--no-resume"]
 
@@ -120,7 +120,10 @@ def test_directory_named_like_a_pdf_with_nothing_inside(tmp_path):
 
 def test_unreadable_file(tmp_path):
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading (the FIFO and directory cases cover unreadable paths)")
+        pytest.skip(
+            "running as root: chmod 000 does not stop root from reading"
+            " (the FIFO and directory cases cover unreadable paths)"
+        )
     path = tmp_path / "secret.pdf"
     path.write_bytes(broken_inputs.text_pdf(1))
     path.chmod(0)
@@ -179,7 +182,9 @@ def encrypted(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["aes", "rc4"])
 def test_encrypted_without_password(encrypted, kind):
-    line = assert_one_error(run_cli("scan", encrypted[kind], *NO_MODEL, env={"QWENOCR_PDF_PASSWORD": ""}), 8, "needs a password")
+    line = assert_one_error(
+        run_cli("scan", encrypted[kind], *NO_MODEL, env={"QWENOCR_PDF_PASSWORD": ""}), 8, "needs a password"
+    )
     assert "QWENOCR_PDF_PASSWORD" in line and "--password-file" in line
 
 
@@ -196,7 +201,9 @@ def test_encrypted_wrong_password_every_way(encrypted, tmp_path):
 
 
 def test_missing_password_file_is_a_usage_error(encrypted, tmp_path):
-    assert_one_error(run_cli("scan", encrypted["aes"], "--password-file", tmp_path / "none.txt", *NO_MODEL), 2, "--password-file")
+    assert_one_error(
+        run_cli("scan", encrypted["aes"], "--password-file", tmp_path / "none.txt", *NO_MODEL), 2, "--password-file"
+    )
 
 
 @pytest.mark.engine
@@ -282,8 +289,11 @@ def test_absurd_page_size_renders_within_the_budget(corpus, gguf, tmp_path, name
         pytest.skip("os.wait4 is needed to measure the child's peak memory")
     out, err = tmp_path / "out.json", tmp_path / "err.txt"
     with open(err, "wb") as stderr:
-        proc = subprocess.Popen([*QWENOCR, "scan", str(corpus[name]), "-f", "json", "-o", str(out), "--render-timeout", "0",
-                                 *FAST, *gguf], stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [*QWENOCR, "scan", str(corpus[name]), "-f", "json", "-o", str(out), "--render-timeout", "0", *FAST, *gguf],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         code, peak = _wait_with_rusage(proc, 120)
     assert code == 0, err.read_text()
     assert "Traceback" not in err.read_text()
@@ -303,8 +313,11 @@ def test_slow_page_is_skipped_after_the_render_timeout(corpus, gguf):
     """Page 2 draws 10^7 nested forms (minutes of PDFium): with --render-timeout 3 it is
     an error after ~3 s, pages 1 and 3 are read, and no render process is left behind."""
     started = time.monotonic()
-    proc = subprocess.Popen([*QWENOCR, "scan", str(corpus["slow.pdf"]), "-f", "json", "--render-timeout", "3", *FAST, *gguf],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*QWENOCR, "scan", str(corpus["slow.pdf"]), "-f", "json", "--render-timeout", "3", *FAST, *gguf],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stdout, stderr = proc.communicate(timeout=90)
     elapsed = time.monotonic() - started
     stderr = stderr.decode()
@@ -323,7 +336,9 @@ def test_slow_page_is_skipped_after_the_render_timeout(corpus, gguf):
 def test_unwritable_checkpoint_directory_is_an_output_error(corpus, gguf):
     if not sys.platform.startswith("linux") or not os.path.isdir("/sys/kernel"):
         pytest.skip("needs Linux's /sys")
-    proc = run_cli("scan", corpus["good.pdf"], "--pages", "1", "-q", *FAST, *gguf, env={"QWENOCR_CACHE_DIR": "/sys/qwenocr-cache"})
+    proc = run_cli(
+        "scan", corpus["good.pdf"], "--pages", "1", "-q", *FAST, *gguf, env={"QWENOCR_CACHE_DIR": "/sys/qwenocr-cache"}
+    )
     assert_one_error(proc, 4, "checkpoint", "QWENOCR_CACHE_DIR")
 
 
@@ -331,12 +346,15 @@ def test_unwritable_checkpoint_directory_is_an_output_error(corpus, gguf):
 
 
 def test_render_process_gives_the_same_pixels(tmp_path):
-    from qwenocr.pages import RenderSettings, open_document
+    from qwenocr.pages.document import RenderSettings, open_document
 
     pdf = tmp_path / "text.pdf"
     pdf.write_bytes(broken_inputs.text_pdf(2))
-    with open_document(pdf) as in_process, open_document(pdf) as guarded, \
-            open_document("-", data=pdf.read_bytes()) as from_stdin:
+    with (
+        open_document(pdf) as in_process,
+        open_document(pdf) as guarded,
+        open_document("-", data=pdf.read_bytes()) as from_stdin,
+    ):
         for number in (1, 2):
             expected = in_process.render(number, RenderSettings(max_image_tokens=256))
             for document in (guarded, from_stdin):
@@ -351,7 +369,7 @@ def test_render_process_crash_costs_one_page(tmp_path):
     import threading
 
     from qwenocr.errors import InputError
-    from qwenocr.pages import RenderSettings, open_document
+    from qwenocr.pages.document import RenderSettings, open_document
 
     pdf = tmp_path / "slow.pdf"
     pdf.write_bytes(broken_inputs.slow_render_pdf(depth=7))
@@ -373,8 +391,8 @@ def test_render_process_reports_an_error_of_its_own_open(tmp_path):
     """The render process opens the document itself; if that fails, the first page says
     why (and the protocol stays in step for the next one)."""
     from qwenocr.errors import InputError
-    from qwenocr.pages import RenderSettings
-    from qwenocr.renderguard import RenderWorker
+    from qwenocr.pages.document import RenderSettings
+    from qwenocr.pages.renderguard import RenderWorker
 
     garbage = tmp_path / "garbage.pdf"
     garbage.write_bytes(broken_inputs.corrupt_pdf())
@@ -390,8 +408,7 @@ def test_render_process_reports_an_error_of_its_own_open(tmp_path):
 def test_prestarted_render_processes_serve_the_documents_that_follow(tmp_path):
     """prestart(n) starts a child ahead; each document takes the one waiting and the
     next is started, until n were handed out; the pixels are the same as in process."""
-    from qwenocr import renderguard
-    from qwenocr.pages import RenderSettings, open_document
+    from qwenocr.pages.document import RenderSettings, open_document, renderguard
 
     pdf = tmp_path / "text.pdf"
     pdf.write_bytes(broken_inputs.text_pdf(1))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from qwenocr.blank import is_blank, measure
+from qwenocr.pages.blank import is_blank, measure
 
 W, H = 1600, 2000  # a US-letter-ish page rendered at about 190 dpi
 
@@ -64,8 +64,12 @@ def faint_border(image: Image.Image) -> Image.Image:
     return image
 
 
-def one_line(image: Image.Image, text: str = "Signed: J. Smith, 3 March 2024", size: int = 10,
-             fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+def one_line(
+    image: Image.Image,
+    text: str = "Signed: J. Smith, 3 March 2024",
+    size: int = 10,
+    fill: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
     ImageDraw.Draw(image).text((200, 1000), text, font=ImageFont.load_default(size=size), fill=fill)
     return image
 
@@ -200,7 +204,7 @@ def test_image_modes() -> None:
         assert not is_blank(page.convert(mode)), mode
         assert is_blank(white().convert(mode)), mode
     # 16-bit grayscale scans.
-    deep = (np.asarray(page.convert("L"), dtype=np.uint16) * 257)
+    deep = np.asarray(page.convert("L"), dtype=np.uint16) * 257
     assert not is_blank(Image.fromarray(deep))
     assert is_blank(Image.fromarray(np.full((H, W), 60000, dtype=np.uint16)))
 

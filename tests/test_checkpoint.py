@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from qwenocr import checkpoint as cp
-from qwenocr.checkpoint import Checkpoint, bytes_digest, file_digest, prune, run_key
+from qwenocr.scan import checkpoint as cp
+from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, file_digest, prune, run_key
 
 SETTINGS = {
     "model": "Qwen/Qwen3.5-4B",
@@ -186,11 +186,11 @@ def test_corrupt_complete_line_is_skipped_not_fatal(tmp_path: Path) -> None:
 def test_sigkill_mid_run_loses_at_most_the_page_in_flight(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
-        "from qwenocr.checkpoint import Checkpoint\n"
+        "from qwenocr.scan.checkpoint import Checkpoint\n"
         "ckpt = Checkpoint.open(sys.argv[1], sys.argv[2])\n"
         "for page in (1, 2, 3):\n"
         "    ckpt.put(page, {'text': 'page %d' % page})\n"
-        "os.write(ckpt._fd, b'{\"page\": 4, \"record\": {\"text\": \"pa')\n"
+        'os.write(ckpt._fd, b\'{"page": 4, "record": {"text": "pa\')\n'
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), KEY], capture_output=True)
@@ -216,7 +216,7 @@ def test_concurrent_reopen_in_one_process(tmp_path: Path) -> None:
 
 _WRITER = """
 import sys
-from qwenocr.checkpoint import Checkpoint
+from qwenocr.scan.checkpoint import Checkpoint
 root, key, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ckpt = Checkpoint.open(root, key)
 for i in range(40):
@@ -228,10 +228,7 @@ ckpt.close()
 
 
 def test_concurrent_processes_never_interleave_lines(tmp_path: Path) -> None:
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), KEY, str(w)])
-        for w in range(4)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), KEY, str(w)]) for w in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     with Checkpoint.open(tmp_path, KEY) as ckpt:
         pages = ckpt.finished()
@@ -242,6 +239,7 @@ def test_concurrent_processes_never_interleave_lines(tmp_path: Path) -> None:
 
 def test_threads_share_a_checkpoint(tmp_path: Path) -> None:
     with Checkpoint.open(tmp_path, KEY) as ckpt:
+
         def work(start: int) -> None:
             for page in range(start, start + 25):
                 ckpt.put(page, _record(page))
@@ -296,8 +294,6 @@ def test_key_is_stable() -> None:
     assert KEY == GOLDEN_KEY
 
 
-
-
 def test_key_changes_with_every_setting_and_the_input() -> None:
     changed = {
         "model": "Qwen/Qwen3.5-9B",
@@ -325,10 +321,26 @@ def test_key_accepts_structured_settings() -> None:
         temperature: float = 0.0
         top_p: float = 1.0
 
-    a = run_key("d", {"engine": Engine.MLX, "model_path": Path("/models/q"), "sampling": Sampling(),
-                      "langs": ("en", "fr"), "tags": {"b", "a"}})
-    b = run_key("d", {"engine": "mlx", "model_path": "/models/q", "sampling": {"temperature": 0, "top_p": 1},
-                      "langs": ["en", "fr"], "tags": ["a", "b"]})
+    a = run_key(
+        "d",
+        {
+            "engine": Engine.MLX,
+            "model_path": Path("/models/q"),
+            "sampling": Sampling(),
+            "langs": ("en", "fr"),
+            "tags": {"b", "a"},
+        },
+    )
+    b = run_key(
+        "d",
+        {
+            "engine": "mlx",
+            "model_path": "/models/q",
+            "sampling": {"temperature": 0, "top_p": 1},
+            "langs": ["en", "fr"],
+            "tags": ["a", "b"],
+        },
+    )
     assert a == b
     with pytest.raises(TypeError):
         run_key("d", {"callback": object()})

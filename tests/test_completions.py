@@ -19,26 +19,26 @@ import sys
 import textwrap
 from enum import Enum
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Annotated, Dict, List, Literal, Optional
 
 import pytest
 import typer
 import typer.main
-from typing import Annotated
 
-from qwenocr import completions
-from qwenocr.commandtree import describe
+from qwenocr.cli.commandtree import describe
+from scripts import completions
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "completions"
 INSTALLER = ROOT / "scripts" / "install-test-shells.sh"
-REGENERATE = "python -m qwenocr.completions generate"
+REGENERATE = "python scripts/completions.py generate"
 
 
 def test_committed_files_are_current():
     expected = completions.generate_all(completions.app_spec())
     stale = [
-        name for name, text in expected.items()
+        name
+        for name, text in expected.items()
         if not (COMMITTED / name).is_file() or (COMMITTED / name).read_text(encoding="utf-8") != text
     ]
     assert not stale, f"completions/{', completions/'.join(stale)} out of date: run `{REGENERATE}` and commit"
@@ -86,8 +86,8 @@ def complete_bash(directory: Path, line: str) -> List[str]:
         words.append("")
     script = textwrap.dedent(
         f"""
-        source {shlex.quote(str(directory / 'qwenocr.bash'))}
-        COMP_WORDS=({' '.join(shlex.quote(w) for w in words)})
+        source {shlex.quote(str(directory / "qwenocr.bash"))}
+        COMP_WORDS=({" ".join(shlex.quote(w) for w in words)})
         COMP_CWORD={len(words) - 1}
         COMP_LINE={shlex.quote(line)}
         COMP_POINT=${{#COMP_LINE}}
@@ -95,7 +95,9 @@ def complete_bash(directory: Path, line: str) -> List[str]:
         printf '%s\\n' "${{COMPREPLY[@]}}"
         """
     )
-    done = subprocess.run([_shell("bash"), "--norc", "--noprofile", "-c", script], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [_shell("bash"), "--norc", "--noprofile", "-c", script], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     return [w for w in done.stdout.splitlines() if w]
 
@@ -144,7 +146,9 @@ def complete_zsh(directory: Path, line: str, tmp_path: Path) -> List[str]:
     driver.write_text(_ZSH_DRIVER)
     capture.unlink(missing_ok=True)
     env = {**os.environ, "QWENOCR_COMPLETIONS": str(directory), "QWENOCR_CAPTURE": str(capture), "HOME": str(tmp_path)}
-    done = subprocess.run([_shell("zsh"), "-f", str(driver), str(rc), line], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [_shell("zsh"), "-f", str(driver), str(rc), line], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     lines = capture.read_text().splitlines() if capture.exists() else []
     assert "__DONE__" in lines, f"zsh completion did not finish for {line!r}: {done.stdout!r} {done.stderr!r}"
@@ -229,7 +233,9 @@ def demo_dir(tmp_path_factory) -> Path:
     @app.command()
     def convert(
         inputs: Annotated[List[str], typer.Argument()],
-        fmt: Annotated[Literal["markdown", "json", "jsonl"], typer.Option("--format", "-f", help="Output format [1-3].")] = "markdown",
+        fmt: Annotated[
+            Literal["markdown", "json", "jsonl"], typer.Option("--format", "-f", help="Output format [1-3].")
+        ] = "markdown",
         out_dir: Annotated[Optional[Path], typer.Option("--out-dir", file_okay=False, help="Where: it's here.")] = None,
         pages: Annotated[Optional[str], typer.Option("--pages")] = None,
         hidden: Annotated[bool, typer.Option("--secret", hidden=True)] = False,
@@ -237,7 +243,9 @@ def demo_dir(tmp_path_factory) -> Path:
         """Convert things."""
 
     @models.command()
-    def pull(variant: Annotated[str, typer.Argument()], quant: Annotated[Quant, typer.Option("--quant")] = Quant.q4) -> None:
+    def pull(
+        variant: Annotated[str, typer.Argument()], quant: Annotated[Quant, typer.Option("--quant")] = Quant.q4
+    ) -> None:
         """Download a model."""
 
     @models.command("list")

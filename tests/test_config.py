@@ -2,7 +2,7 @@
 
 The precedence is shown end to end on real `qwenocr eval` subprocesses; the generic
 mechanism (nested commands, list options, sources for `doctor`) on a small Typer app
-built here, wired the way qwenocr/cli.py wires it.
+built here, wired the way qwenocr/cli/__init__.py wires it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import pytest
 import typer
 import typer.main
-from typing import Annotated
 
-from qwenocr import config
-from qwenocr.config import ConfigEntry, config_path, effective_config, render_config_table
+from qwenocr.cli import config
+from qwenocr.cli.config import ConfigEntry, config_path, effective_config, render_config_table
 from qwenocr.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
         ("linux", {"HOME": "/home/u"}, "/home/u/.config/qwenocr/config.toml"),
         ("linux", {"HOME": "/home/u", "XDG_CONFIG_HOME": "/xdg"}, "/xdg/qwenocr/config.toml"),
         ("darwin", {"HOME": "/Users/u"}, "/Users/u/Library/Application Support/qwenocr/config.toml"),
-        ("win32", {"HOME": "C:/Users/u", "APPDATA": "C:/Users/u/AppData/Roaming"}, "C:/Users/u/AppData/Roaming/qwenocr/config.toml"),
+        (
+            "win32",
+            {"HOME": "C:/Users/u", "APPDATA": "C:/Users/u/AppData/Roaming"},
+            "C:/Users/u/AppData/Roaming/qwenocr/config.toml",
+        ),
         ("darwin", {"HOME": "/Users/u", "QWENOCR_CONFIG": "/etc/q.toml"}, "/etc/q.toml"),
     ],
 )
@@ -176,7 +179,11 @@ def _demo_app(seen: dict) -> typer.Typer:
         seen["config"] = effective_config(ctx.command, ctx=ctx)
 
     @models.command("pull")
-    def pull(ctx: typer.Context, quant: Annotated[str, typer.Option("--quant")] = "Q4", quiet: Annotated[bool, typer.Option("--quiet")] = False) -> None:
+    def pull(
+        ctx: typer.Context,
+        quant: Annotated[str, typer.Option("--quant")] = "Q4",
+        quiet: Annotated[bool, typer.Option("--quiet")] = False,
+    ) -> None:
         seen["params"] = dict(ctx.params)
         seen["config"] = effective_config(ctx.command, ctx=ctx, path=("models", "pull"))
 
@@ -205,7 +212,7 @@ def _invoke(args, env, tmp_path, toml=None) -> dict:
 
 
 def test_effective_config_names_each_source(tmp_path, monkeypatch):
-    toml = "quiet = true\n[scan]\nmax_tokens = 2048\nformat = \"json\"\n"
+    toml = 'quiet = true\n[scan]\nmax_tokens = 2048\nformat = "json"\n'
     seen = _invoke(["scan", "--format", "jsonl"], {"QWENOCR_PASSWORD": "hunter2"}, tmp_path, toml)
     assert seen["params"]["max_tokens"] == 2048 and seen["params"]["fmt"] == "jsonl" and seen["params"]["quiet"] is True
     entries = {e.name: e for e in seen["config"]}
@@ -231,7 +238,7 @@ def test_effective_config_without_a_context_as_doctor_shows_it(tmp_path, monkeyp
 
 
 def test_nested_commands_tables_and_list_options_from_env(tmp_path):
-    toml = "quiet = true\n[models]\nquant = \"Q8\"\n[models.pull]\nquant = \"BF16\"\n"
+    toml = 'quiet = true\n[models]\nquant = "Q8"\n[models.pull]\nquant = "BF16"\n'
     seen = _invoke(["models", "pull"], {}, tmp_path, toml)
     assert seen["params"] == {"quant": "BF16", "quiet": True}  # the deepest table wins
     seen = _invoke(["scan"], {"QWENOCR_EXCLUDE": "a.pdf b.pdf"}, tmp_path)
@@ -242,11 +249,11 @@ def test_nested_commands_tables_and_list_options_from_env(tmp_path):
     "toml, env, message",
     [
         ("[scan]\nmax_tokens = 8\n", {}, "demo.toml:2: max_tokens = 8 is not valid for qwenocr scan --max-tokens"),
-        ("[models]\nformat = \"json\"\n", {}, "demo.toml:2: unknown key 'format' in [models]"),
-        ("[models.push]\nquant = \"Q8\"\n", {}, "unknown table [models.push]"),
-        ("[scan]\nexclude = \"a.pdf\"\n", {}, "expected a list"),
+        ('[models]\nformat = "json"\n', {}, "demo.toml:2: unknown key 'format' in [models]"),
+        ('[models.push]\nquant = "Q8"\n', {}, "unknown table [models.push]"),
+        ('[scan]\nexclude = "a.pdf"\n', {}, "expected a list"),
         ("", {"QWENOCR_MAX_TOKENS": "many"}, "QWENOCR_MAX_TOKENS='many' is not valid"),
-        ("[scan]\npassword = [\"hunter2\"]\n", {}, "password = '***' is not valid"),
+        ('[scan]\npassword = ["hunter2"]\n', {}, "password = '***' is not valid"),
     ],
 )
 def test_generic_validation(tmp_path, toml, env, message):

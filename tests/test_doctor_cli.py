@@ -187,7 +187,9 @@ finally:
 """ % (HEAVY,)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["doctor"], ["doctor", "--json"], ["doctor", "--platform", "apple", "--memory", "256"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["doctor"], ["doctor", "--json"], ["doctor", "--platform", "apple", "--memory", "256"]]
+)
 def test_no_heavy_imports(args, tmp_path):
     report = tmp_path / "modules.json"
     done = subprocess.run(

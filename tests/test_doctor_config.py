@@ -19,7 +19,9 @@ def doctor(*args, env_extra=None):
     env = dict(os.environ)
     env.pop("COLUMNS", None)
     env.update(env_extra or {})
-    return subprocess.run(command + ["doctor", *args], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command + ["doctor", *args], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 def test_json_config_lists_scans_options_with_their_sources(tmp_path):
@@ -50,7 +52,7 @@ def test_report_has_a_configuration_section():
     assert done.returncode in (ExitCode.OK, ExitCode.NOTHING_FITS), done.stderr
     out = done.stdout
     assert "Configuration" in out
-    section = out[out.index("Configuration"):]
+    section = out[out.index("Configuration") :]
     assert "max_image_tokens" in section and "env QWENOCR_MAX_IMAGE_TOKENS" in section
     assert "Config file:" in section
 

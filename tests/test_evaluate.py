@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from qwenocr import evaluate
 from qwenocr.errors import InputError
-from qwenocr.evaluate import (
+from qwenocr.eval import evaluate
+from qwenocr.eval.evaluate import (
     Check,
     find_starts,
     levenshtein,
@@ -255,8 +255,7 @@ def test_empty_reference_page_hallucination_is_counted():
 
 
 DOC = parse_document(
-    "<!-- page 1 -->\n# Invoice 2024\n\nTotal due: **1,250.00 EUR**\n"
-    "<!-- page 2 -->\nThank you for your business.\n"
+    "<!-- page 1 -->\n# Invoice 2024\n\nTotal due: **1,250.00 EUR**\n<!-- page 2 -->\nThank you for your business.\n"
 )
 
 
@@ -333,11 +332,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("QWENOCR_") and k not in ("NO_COLOR", "FORCE_COLOR")}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("QWENOCR_") and k not in ("NO_COLOR", "FORCE_COLOR")
+    }
     clean.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "qwenocr", *args],
-        cwd=cwd, env=clean, input=stdin, capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env=clean,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -357,8 +363,16 @@ def test_cli_json_report(files):
     report = json.loads(result.stdout)
     # page 1: "Title kitten" vs "Title sitting": 3 edits / 13 chars, 1 / 2 words
     assert report["pages"][0] == {
-        "number": 1, "cer": 3 / 13, "wer": 0.5, "ref_chars": 13, "ref_words": 2,
-        "char_edits": 3, "word_edits": 1, "out_chars": 12, "out_words": 2, "missing": False,
+        "number": 1,
+        "cer": 3 / 13,
+        "wer": 0.5,
+        "ref_chars": 13,
+        "ref_words": 2,
+        "char_edits": 3,
+        "word_edits": 1,
+        "out_chars": 12,
+        "out_words": 2,
+        "missing": False,
     }
     assert report["cer"] == pytest.approx((3 + 5) / (13 + 16))
     assert report["wer"] == pytest.approx(2 / 6)
@@ -435,9 +449,13 @@ def _run_in_terminal(args, cwd: Path, env: dict) -> str:
     import pty
 
     leader, follower = pty.openpty()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("QWENOCR_") and k not in ("NO_COLOR", "FORCE_COLOR")}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("QWENOCR_") and k not in ("NO_COLOR", "FORCE_COLOR")
+    }
     clean.update({"TERM": "xterm-256color", "COLUMNS": "100", **env})
-    process = subprocess.Popen([sys.executable, "-m", "qwenocr", *args], cwd=cwd, env=clean, stdout=follower, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwenocr", *args], cwd=cwd, env=clean, stdout=follower, stderr=subprocess.PIPE
+    )
     os.close(follower)
     chunks = []
     while True:

@@ -30,16 +30,45 @@ from pathlib import Path
 
 import pytest
 
-from tests import broken_inputs, samples
+from tests.support import broken_inputs, samples
 
 QWENOCR = [sys.executable, "-m", "qwenocr"]
 SEED = 20260422
 MUTANTS_PER_BASE = 150
 ONE_BY_ONE = 16
 FAST = ["--max-tokens", "16", "--max-image-tokens", "64", "--render-timeout", "10", "--no-resume"]  # pass 3
-KEYWORDS = [b"obj", b"endobj", b"stream", b"endstream", b"xref", b"trailer", b"startxref", b"/Length", b"/Root",
-            b"/Pages", b"/Kids", b"/Count", b"/MediaBox", b"/Contents", b"/Filter", b"/Type", b"/Page", b" R",
-            b"/Resources", b"/Font", b"/XObject", b"/Size", b"/Prev", b"/W", b"/Index", b"BT", b"ET", b"Tf", b"<<", b">>"]
+KEYWORDS = [
+    b"obj",
+    b"endobj",
+    b"stream",
+    b"endstream",
+    b"xref",
+    b"trailer",
+    b"startxref",
+    b"/Length",
+    b"/Root",
+    b"/Pages",
+    b"/Kids",
+    b"/Count",
+    b"/MediaBox",
+    b"/Contents",
+    b"/Filter",
+    b"/Type",
+    b"/Page",
+    b" R",
+    b"/Resources",
+    b"/Font",
+    b"/XObject",
+    b"/Size",
+    b"/Prev",
+    b"/W",
+    b"/Index",
+    b"BT",
+    b"ET",
+    b"Tf",
+    b"<<",
+    b">>",
+]
 NUMBERS = [b"0", b"-1", b"1", b"2147483647", b"4294967296", b"99999999999999999999", b"1e308", b"-0", b"3.4", b"65535"]
 
 
@@ -53,7 +82,7 @@ def _flip(data: bytearray, rng: random.Random) -> None:
 
 
 def _truncate(data: bytearray, rng: random.Random) -> None:
-    del data[rng.randrange(1, len(data)):]
+    del data[rng.randrange(1, len(data)) :]
 
 
 def _chunk(data: bytearray, rng: random.Random) -> tuple:
@@ -83,7 +112,7 @@ def _keyword(data: bytearray, rng: random.Random) -> None:
     places = [m.start() for m in re.finditer(re.escape(word), bytes(data))]
     if places:
         at = rng.choice(places)
-        data[at:at + len(word)] = rng.choice([rng.choice(KEYWORDS), b"", word[::-1], word * 2])
+        data[at : at + len(word)] = rng.choice([rng.choice(KEYWORDS), b"", word[::-1], word * 2])
 
 
 def _number(data: bytearray, rng: random.Random) -> None:
@@ -152,7 +181,7 @@ def mutants(tmp_path_factory):
 _PAGE_LAYER = r"""
 import json, sys
 from qwenocr.errors import QwenOCRError
-from qwenocr.pages import RenderSettings, open_document
+from qwenocr.pages.document import RenderSettings, open_document
 outcomes = {}
 for path in sys.argv[1:]:
     try:
@@ -207,7 +236,7 @@ def test_cli_on_all_mutants_at_once(mutants, tmp_path):
     server (instant answers, four pages in flight, so four documents and their render
     processes at once): this pass is about the inputs, and its time must not depend on
     how busy the CPU is. The tiny GGUF reads the mutants in pass 3."""
-    from tests.openai_fake_server import FakeOpenAIServer
+    from tests.support.openai_fake_server import FakeOpenAIServer
 
     root, control, made = mutants
     out = tmp_path / "out"
@@ -215,15 +244,35 @@ def test_cli_on_all_mutants_at_once(mutants, tmp_path):
     with FakeOpenAIServer() as server:
         try:
             proc = subprocess.run(
-                [*QWENOCR, "scan", *map(str, [control, *made]), "-o", str(out), "-f", "json", "-q",
-                 "--backend", "openai", "--base-url", server.url, "--concurrency", "4",
-                 "--max-image-tokens", "64", "--render-timeout", "10", "--no-resume"],
+                [
+                    *QWENOCR,
+                    "scan",
+                    *map(str, [control, *made]),
+                    "-o",
+                    str(out),
+                    "-f",
+                    "json",
+                    "-q",
+                    "--backend",
+                    "openai",
+                    "--base-url",
+                    server.url,
+                    "--concurrency",
+                    "4",
+                    "--max-image-tokens",
+                    "64",
+                    "--render-timeout",
+                    "10",
+                    "--no-resume",
+                ],
                 capture_output=True,
                 timeout=300,
             )
         except subprocess.TimeoutExpired as error:
-            pytest.fail(f"qwenocr scan on {len(made) + 1} files did not finish in 300 s; stderr: "
-                        f"{(error.stderr or b'').decode(errors='replace')[-2000:]}")
+            pytest.fail(
+                f"qwenocr scan on {len(made) + 1} files did not finish in 300 s; stderr: "
+                f"{(error.stderr or b'').decode(errors='replace')[-2000:]}"
+            )
         pages_sent = len(server.chat_requests())
     elapsed = time.monotonic() - started
     stderr = proc.stderr.decode(errors="replace")
@@ -231,7 +280,9 @@ def test_cli_on_all_mutants_at_once(mutants, tmp_path):
     assert proc.stdout == b""
     assert "Traceback" not in stderr and "internal error" not in stderr
     lines = stderr.splitlines()
-    assert all(line.startswith("qwenocr: error: ") for line in lines), [l for l in lines if not l.startswith("qwenocr: error: ")][:5]
+    assert all(line.startswith("qwenocr: error: ") for line in lines), [
+        line for line in lines if not line.startswith("qwenocr: error: ")
+    ][:5]
     assert (out / "control.json").is_file()
     written = page_errors = 0
     for path in [control, *made]:
@@ -251,8 +302,10 @@ def test_cli_on_all_mutants_at_once(mutants, tmp_path):
         else:
             assert len(mentioned) == 1, (path, mentioned)
     assert (proc.returncode == 10) == (written < len(made) + 1 or page_errors > 0)
-    print(f"\n{len(made) + 1} files in {elapsed:.1f} s: {written} written ({pages_sent} pages to the engine, "
-          f"{page_errors} page errors), {len(made) + 1 - written} refused")
+    print(
+        f"\n{len(made) + 1} files in {elapsed:.1f} s: {written} written ({pages_sent} pages to the engine, "
+        f"{page_errors} page errors), {len(made) + 1 - written} refused"
+    )
 
 
 # -- 3. the CLI one by one ------------------------------------------------------------
@@ -266,7 +319,18 @@ def test_cli_one_by_one_never_crashes(mutants, tiny_models):
     for path in sample:
         try:
             proc = subprocess.run(
-                [*QWENOCR, "scan", str(path), "--pages", "1", "-f", "json", "--model", str(tiny_models.dense_gguf), *FAST],
+                [
+                    *QWENOCR,
+                    "scan",
+                    str(path),
+                    "--pages",
+                    "1",
+                    "-f",
+                    "json",
+                    "--model",
+                    str(tiny_models.dense_gguf),
+                    *FAST,
+                ],
                 capture_output=True,
                 timeout=90,
             )

@@ -8,9 +8,9 @@ import types
 
 import pytest
 
-from qwenocr import hardware
 from qwenocr.errors import UsageError
-from qwenocr.hardware import GIB, MIB
+from qwenocr.fit import hardware
+from qwenocr.fit.hardware import GIB, MIB
 
 # --- fakes ------------------------------------------------------------------------------
 
@@ -106,7 +106,9 @@ def test_apple_without_mlx_uses_default_rule_and_says_estimated(mac, monkeypatch
     monkeypatch.setattr(
         hardware,
         "_run",
-        fake_run({"machdep.cpu.brand_string": "Apple M2 Max", "hw.memsize": str(32 * GIB), "iogpu.wired_limit_mb": "0"}),
+        fake_run(
+            {"machdep.cpu.brand_string": "Apple M2 Max", "hw.memsize": str(32 * GIB), "iogpu.wired_limit_mb": "0"}
+        ),
     )
     hw = hardware.detect()
     assert hw.metal_budget_source == "default-rule"
@@ -159,7 +161,10 @@ def test_metal_default_rule(ram_gib, budget_gib):
 def test_nvml_present(linux, monkeypatch):
     install_fake_nvml(
         monkeypatch,
-        [(b"NVIDIA RTX 6000 Ada Generation", 48 * GIB, 40 * GIB), ("NVIDIA RTX 6000 Ada Generation", 48 * GIB, 47 * GIB)],
+        [
+            (b"NVIDIA RTX 6000 Ada Generation", 48 * GIB, 40 * GIB),
+            ("NVIDIA RTX 6000 Ada Generation", 48 * GIB, 47 * GIB),
+        ],
     )
     hw = hardware.detect()
     assert hw.platform == "cuda"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import broken_inputs, samples
+from tests.support import broken_inputs, samples
 
 pytestmark = pytest.mark.engine
 
@@ -59,11 +59,15 @@ def _start_and_stop(command: list, cache: Path, sig: int, at_least: int = 1):
     (returncode, stderr, finished pages when the signal was sent, pid)."""
     # Its own process group, so that SIGINT can go to the whole group as a terminal's
     # Ctrl-C does (the render process gets it too, and must leave it to its parent).
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(cache), start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(cache), start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while len(_finished_pages(cache)) < at_least:
         if proc.poll() is not None:
-            pytest.fail(f"the scan ended (exit {proc.returncode}) before it could be interrupted: {proc.stderr.read().decode()}")
+            pytest.fail(
+                f"the scan ended (exit {proc.returncode}) before it could be interrupted: {proc.stderr.read().decode()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("no page finished within 120 s")
@@ -108,8 +112,12 @@ def reference(pdf, tiny_models, tmp_path_factory):
     """An uninterrupted run's document (its own cache directory)."""
     root = tmp_path_factory.mktemp("reference")
     out = root / "ref.json"
-    proc = subprocess.run(_command(pdf, out, tiny_models.dense_gguf, "--no-resume"), capture_output=True,
-                          env=_env(root / "cache"), timeout=300)
+    proc = subprocess.run(
+        _command(pdf, out, tiny_models.dense_gguf, "--no-resume"),
+        capture_output=True,
+        env=_env(root / "cache"),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     document = json.loads(out.read_text())
     assert [p["number"] for p in document["pages"]] == list(range(1, PAGES + 1))
@@ -122,7 +130,9 @@ def test_sigint_keeps_finished_pages_and_a_rerun_resumes(pdf, tiny_models, refer
     command = _command(pdf, out, tiny_models.dense_gguf)
     code, stderr, done, pid = _start_and_stop(command, cache, signal.SIGINT)
     assert code == 130, stderr
-    assert stderr.splitlines() == ["qwenocr: error: interrupted; finished pages are kept: run the same command again to resume"]
+    assert stderr.splitlines() == [
+        "qwenocr: error: interrupted; finished pages are kept: run the same command again to resume"
+    ]
     _assert_no_output(out)
     _assert_workers_gone(pid)
     kept = _finished_pages(cache)
@@ -147,7 +157,9 @@ def test_sigterm_exits_143_and_no_resume_starts_over(pdf, tiny_models, reference
     command = _command(pdf, out, tiny_models.dense_gguf)
     code, stderr, done, pid = _start_and_stop(command, cache, signal.SIGTERM)
     assert code == 143, stderr
-    assert stderr.splitlines() == ["qwenocr: error: terminated; finished pages are kept: run the same command again to resume"]
+    assert stderr.splitlines() == [
+        "qwenocr: error: terminated; finished pages are kept: run the same command again to resume"
+    ]
     _assert_no_output(out)
     _assert_workers_gone(pid)
     assert set(_finished_pages(cache)) >= done

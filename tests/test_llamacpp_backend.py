@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import samples
+from tests.support import samples
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_models):
-    from qwenocr.backends.llamacpp import LlamaCppBackend
+    from qwenocr.engines.llamacpp import LlamaCppBackend
 
     engine = LlamaCppBackend(tiny_models.dense_gguf, tiny_models.dense_mmproj, n_ctx=1024)
     yield engine
@@ -40,7 +40,7 @@ def _last_logits(backend) -> np.ndarray:
 
 
 def _one_token(backend, image: Image.Image) -> np.ndarray:
-    from qwenocr.backends.base import GenerationSettings
+    from qwenocr.engines.base import GenerationSettings
 
     backend.generate(image, "OCR", GenerationSettings(max_tokens=1, temperature=0.0))
     return _last_logits(backend)
@@ -51,9 +51,15 @@ def _one_token_from_png_uri(backend, image: Image.Image) -> np.ndarray:
     image.save(buffer, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     backend._llm.create_chat_completion(
-        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
-                                               {"type": "text", "text": "OCR"}]}],
-        max_tokens=1, temperature=0.0)
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "OCR"}],
+            }
+        ],
+        max_tokens=1,
+        temperature=0.0,
+    )
     return _last_logits(backend)
 
 
@@ -69,7 +75,7 @@ def test_bmp_handoff_gives_the_model_the_same_pixels_as_a_png_data_uri(backend):
 def test_chat_template_is_compiled_once_for_many_pages(backend, monkeypatch):
     from jinja2 import Environment
 
-    from qwenocr.backends.base import GenerationSettings
+    from qwenocr.engines.base import GenerationSettings
 
     page = samples.page_image(2, (448, 576))
     backend.generate(page, "OCR", GenerationSettings(max_tokens=2, temperature=0.0))  # compiles it, if not yet
@@ -94,7 +100,7 @@ def test_native_sampler_chains_are_freed_page_by_page(backend):
 
     from llama_cpp._internals import LlamaSampler
 
-    from qwenocr.backends.base import GenerationSettings
+    from qwenocr.engines.base import GenerationSettings
 
     page = samples.page_image(3, (448, 576))
     gc.collect()

@@ -1,4 +1,4 @@
-"""`qwenocr models` against a Hugging Face cache built in a temp dir (tests/fake_hub.py).
+"""`qwenocr models` against a Hugging Face cache built in a temp dir (tests/support/fake_hub.py).
 
 The commands run as real subprocesses with HF_HUB_CACHE pointing at the fake cache and
 HF_HUB_OFFLINE=1. `pull` can't reach the hub from a test: its pieces (file selection,
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from qwenocr import modelstore
 from qwenocr.errors import ExitCode, ModelUnavailableError, UsageError
-from tests import fake_hub
-from tests.fake_hub import BF16, MMPROJ, Q4, Q4_K_M, Q8
+from qwenocr.store import modelstore
+from tests.support import fake_hub
+from tests.support.fake_hub import BF16, MMPROJ, Q4, Q4_K_M, Q8
 
 GGUF_REPO = "unsloth/Qwen3.5-9B-GGUF"
 MLX_REPO = "mlx-community/Qwen3.5-9B-mxfp4"
@@ -53,8 +53,7 @@ def run(cache: Path, *args, stdin=subprocess.DEVNULL, env_extra=None, timeout=60
 
 def rows(data, repo=None, **match):
     return [
-        m for m in data["models"]
-        if (repo is None or m["repo"] == repo) and all(m[k] == v for k, v in match.items())
+        m for m in data["models"] if (repo is None or m["repo"] == repo) and all(m[k] == v for k, v in match.items())
     ]
 
 
@@ -74,7 +73,10 @@ def test_list_json_shows_what_is_cached_and_its_size(hub):
     (q4,) = rows(data, variant="9B", backend="llama.cpp", bits=4)
     assert q4["status"] == "cached" and q4["quant"] == "Q4_K_XL"
     assert q4["size_on_disk"] == Q4 + MMPROJ
-    assert q4["paths"] == [str(snapshots["gguf"] / "Qwen3.5-9B-UD-Q4_K_XL.gguf"), str(snapshots["gguf"] / "mmproj-F16.gguf")]
+    assert q4["paths"] == [
+        str(snapshots["gguf"] / "Qwen3.5-9B-UD-Q4_K_XL.gguf"),
+        str(snapshots["gguf"] / "mmproj-F16.gguf"),
+    ]
     (q8,) = rows(data, variant="9B", backend="llama.cpp", bits=8)
     assert q8["status"] == "cached" and q8["size_on_disk"] == Q8 + MMPROJ
     # Only the projector every precision shares is there: BF16 is not cached.
@@ -125,12 +127,26 @@ def test_list_reports_interrupted_downloads_and_sizes_the_hub_disagrees_with(hub
     cache, snapshots = hub
     fake_hub.add_incomplete(cache, GGUF_REPO, 1_234_567)
     # The hub listing huggingface_hub cached says the Q8_0 is bigger than what is on disk.
-    fake_hub.add_tree(cache, GGUF_REPO, "a" * 40, {
-        "Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "Qwen3.5-9B-Q8_0.gguf": Q8 + 1, "mmproj-F16.gguf": MMPROJ,
-        "Qwen3.5-9B-Q4_K_M.gguf": Q4_K_M, "Qwen3.5-9B-BF16.gguf": BF16,
-    })
+    fake_hub.add_tree(
+        cache,
+        GGUF_REPO,
+        "a" * 40,
+        {
+            "Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4,
+            "Qwen3.5-9B-Q8_0.gguf": Q8 + 1,
+            "mmproj-F16.gguf": MMPROJ,
+            "Qwen3.5-9B-Q4_K_M.gguf": Q4_K_M,
+            "Qwen3.5-9B-BF16.gguf": BF16,
+        },
+    )
     data = json.loads(run(cache, "list", "--json", "--backend", "llama.cpp").stdout)
-    assert data["incomplete"] == [{"repo": GGUF_REPO, "path": str(cache.resolve() / "models--unsloth--Qwen3.5-9B-GGUF" / "blobs" / ("f" * 64 + ".incomplete")), "size": 1_234_567}]
+    assert data["incomplete"] == [
+        {
+            "repo": GGUF_REPO,
+            "path": str(cache.resolve() / "models--unsloth--Qwen3.5-9B-GGUF" / "blobs" / ("f" * 64 + ".incomplete")),
+            "size": 1_234_567,
+        }
+    ]
     (q8,) = rows(data, variant="9B", bits=8)
     assert q8["status"] == "partial"
     assert q8["wrong_size"] == [f"Qwen3.5-9B-Q8_0.gguf: {Q8:,} bytes, the hub listing says {Q8 + 1:,}"]
@@ -164,7 +180,9 @@ def test_path_of_an_mlx_model_is_its_folder(hub):
 
 def test_path_of_a_split_model_is_its_first_shard(hub):
     cache, snapshots = hub
-    fake_hub.add_snapshot(cache, SPLIT_REPO, {"UD-Q4_K_XL/Qwen3.5-122B-A10B-UD-Q4_K_XL-00003-of-00003.gguf": 4_000_003}, revision="c" * 40)
+    fake_hub.add_snapshot(
+        cache, SPLIT_REPO, {"UD-Q4_K_XL/Qwen3.5-122B-A10B-UD-Q4_K_XL-00003-of-00003.gguf": 4_000_003}, revision="c" * 40
+    )
     done = run(cache, "path", "122B", "--quant", "Q4_K_XL")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
@@ -174,8 +192,8 @@ def test_path_of_a_split_model_is_its_first_shard(hub):
 
 
 def test_path_without_quant_is_what_the_plan_picks(hub):
-    from qwenocr.hardware import detect
-    from qwenocr.plan import make_plan
+    from qwenocr.fit.hardware import detect
+    from qwenocr.fit.plan import make_plan
 
     cache, _ = hub
     plan = make_plan(detect(), variant="9B", backend="llama.cpp")
@@ -209,7 +227,10 @@ def test_path_of_a_repo_with_include(hub):
     cache, snapshots = hub
     done = run(cache, "path", "--repo", GGUF_REPO, "--include", "*Q4_K_M.gguf", "--include", "mmproj-*")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [str(snapshots["gguf"] / "Qwen3.5-9B-Q4_K_M.gguf"), str(snapshots["gguf"] / "mmproj-F16.gguf")]
+    assert done.stdout.splitlines() == [
+        str(snapshots["gguf"] / "Qwen3.5-9B-Q4_K_M.gguf"),
+        str(snapshots["gguf"] / "mmproj-F16.gguf"),
+    ]
     done = run(cache, "path", "--repo", "someone/Qwen3.5-9B-Other-GGUF")
     assert done.returncode == ExitCode.MODEL_UNAVAILABLE
 
@@ -269,7 +290,10 @@ def test_pull_offline_of_a_cached_model_succeeds_and_prints_its_paths(hub):
     cache, snapshots = hub
     done = run(cache, "pull", "9B", "--quant", "Q8_0", "--backend", "llama.cpp", "--offline")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [str(snapshots["gguf"] / "Qwen3.5-9B-Q8_0.gguf"), str(snapshots["gguf"] / "mmproj-F16.gguf")]
+    assert done.stdout.splitlines() == [
+        str(snapshots["gguf"] / "Qwen3.5-9B-Q8_0.gguf"),
+        str(snapshots["gguf"] / "mmproj-F16.gguf"),
+    ]
     assert "in the cache" in done.stderr
 
 
@@ -345,7 +369,11 @@ def _rm_on_a_terminal(cache: Path, answer: bytes, *args):
     master, slave = pty.openpty()
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent / "hf-home"), HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(
-        qwenocr_command() + ["models", "rm", *args], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        qwenocr_command() + ["models", "rm", *args],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     os.close(slave)
     try:
@@ -384,7 +412,9 @@ def test_select_files_by_pattern_and_what_is_missing():
 
     split = modelstore.catalog_target("122B-A10B", 4, "llama.cpp")
     shards = {f"UD-Q4_K_XL/Qwen3.5-122B-A10B-UD-Q4_K_XL-0000{i}-of-00003.gguf": 10 + i for i in (1, 2, 3)}
-    selected, missing = modelstore.select_files({**shards, "mmproj-F16.gguf": 1, "Q8_0/x-00001-of-00002.gguf": 5}, split)
+    selected, missing = modelstore.select_files(
+        {**shards, "mmproj-F16.gguf": 1, "Q8_0/x-00001-of-00002.gguf": 5}, split
+    )
     assert sorted(selected) == sorted(shards) + ["mmproj-F16.gguf"] and missing == []
 
     # MLX repos: config and weights are required, tokenizer extras are taken when present.
@@ -407,7 +437,13 @@ def test_verify_sizes(tmp_path):
 
 
 def test_gguf_models_counts_a_split_model_once():
-    names = ["Q4_K_M/m-Q4_K_M-00001-of-00002.gguf", "Q4_K_M/m-Q4_K_M-00002-of-00002.gguf", "m-Q8_0.gguf", "mmproj-F16.gguf", "README.md"]
+    names = [
+        "Q4_K_M/m-Q4_K_M-00001-of-00002.gguf",
+        "Q4_K_M/m-Q4_K_M-00002-of-00002.gguf",
+        "m-Q8_0.gguf",
+        "mmproj-F16.gguf",
+        "README.md",
+    ]
     assert modelstore.gguf_models(names) == ["Q4_K_M/m-Q4_K_M.gguf", "m-Q8_0.gguf"]
 
 
@@ -455,30 +491,42 @@ def fake_pull(tmp_path, monkeypatch):
 
 
 def test_pull_downloads_the_selected_files_and_checks_their_sizes(fake_pull):
-    hub, cache = fake_pull(GGUF_REPO, {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ})
+    hub, cache = fake_pull(
+        GGUF_REPO, {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}
+    )
     said = []
-    result = modelstore.pull(modelstore.catalog_target("9B", 4, "llama.cpp"), announce=said.append, quiet=True, cache=cache)
+    result = modelstore.pull(
+        modelstore.catalog_target("9B", 4, "llama.cpp"), announce=said.append, quiet=True, cache=cache
+    )
     assert hub.downloads == [["Qwen3.5-9B-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]] and hub.forced == []
     assert result.verified and result.revision == "e" * 40 and not result.already
     assert result.size == Q4 + MMPROJ
     assert [p.name for p in result.load_paths()] == ["Qwen3.5-9B-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]
     assert any("resumes" in line for line in said)
     # Everything is there now: the same pull says so.
-    again = modelstore.pull(modelstore.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=modelstore.Cache.scan(cache.directory))
+    again = modelstore.pull(
+        modelstore.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=modelstore.Cache.scan(cache.directory)
+    )
     assert again.already
 
 
 def test_pull_fetches_a_file_of_the_wrong_size_again_once(fake_pull):
-    hub, cache = fake_pull(GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_once={"Qwen3.5-9B-Q8_0.gguf"})
+    hub, cache = fake_pull(
+        GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_once={"Qwen3.5-9B-Q8_0.gguf"}
+    )
     said = []
-    result = modelstore.pull(modelstore.catalog_target("9B", 8, "llama.cpp"), announce=said.append, quiet=True, cache=cache)
+    result = modelstore.pull(
+        modelstore.catalog_target("9B", 8, "llama.cpp"), announce=said.append, quiet=True, cache=cache
+    )
     assert hub.forced == ["Qwen3.5-9B-Q8_0.gguf"]
     assert result.redownloaded == ("Qwen3.5-9B-Q8_0.gguf",)
     assert any("size check failed" in line for line in said)
 
 
 def test_pull_fails_when_a_file_stays_the_wrong_size(fake_pull):
-    hub, cache = fake_pull(GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_always={"Qwen3.5-9B-Q8_0.gguf"})
+    hub, cache = fake_pull(
+        GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_always={"Qwen3.5-9B-Q8_0.gguf"}
+    )
     with pytest.raises(ModelUnavailableError) as caught:
         modelstore.pull(modelstore.catalog_target("9B", 8, "llama.cpp"), quiet=True, cache=cache)
     assert f"Qwen3.5-9B-Q8_0.gguf is {Q8 + 1:,} bytes, the hub says {Q8:,}" in caught.value.message
@@ -494,11 +542,16 @@ def test_pull_names_the_files_the_repo_lacks(fake_pull):
 
 
 def test_pull_of_a_whole_gguf_repo_asks_which_model(fake_pull):
-    hub, cache = fake_pull("bartowski/Qwen_Qwen3.5-9B-GGUF", {"Qwen_Qwen3.5-9B-Q4_K_M.gguf": 1, "Qwen_Qwen3.5-9B-Q8_0.gguf": 2, "mmproj-Qwen_Qwen3.5-9B-f16.gguf": 3})
+    hub, cache = fake_pull(
+        "bartowski/Qwen_Qwen3.5-9B-GGUF",
+        {"Qwen_Qwen3.5-9B-Q4_K_M.gguf": 1, "Qwen_Qwen3.5-9B-Q8_0.gguf": 2, "mmproj-Qwen_Qwen3.5-9B-f16.gguf": 3},
+    )
     with pytest.raises(UsageError) as caught:
         modelstore.pull(modelstore.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF"), quiet=True, cache=cache)
     assert "--include" in caught.value.one_line()
-    result = modelstore.pull(modelstore.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF", ["*Q4_K_M.gguf", "mmproj-*"]), quiet=True, cache=cache)
+    result = modelstore.pull(
+        modelstore.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF", ["*Q4_K_M.gguf", "mmproj-*"]), quiet=True, cache=cache
+    )
     assert [p.name for p in result.load_paths()] == ["Qwen_Qwen3.5-9B-Q4_K_M.gguf", "mmproj-Qwen_Qwen3.5-9B-f16.gguf"]
 
 
@@ -523,6 +576,10 @@ def test_hub_errors_become_exit_7_with_a_hint():
 
 def test_load_paths_shapes(tmp_path):
     names = ["m-Q4_K_M.gguf", "mmproj-BF16.gguf", "mmproj-F16.gguf"]
-    assert modelstore.load_paths(tmp_path, names, None) == [tmp_path / "m-Q4_K_M.gguf", tmp_path / "mmproj-F16.gguf", tmp_path / "mmproj-BF16.gguf"]
+    assert modelstore.load_paths(tmp_path, names, None) == [
+        tmp_path / "m-Q4_K_M.gguf",
+        tmp_path / "mmproj-F16.gguf",
+        tmp_path / "mmproj-BF16.gguf",
+    ]
     assert modelstore.load_paths(tmp_path, ["config.json", "model.safetensors"], None) == [tmp_path]
     assert modelstore.load_paths(tmp_path, ["README.md"], None) == [tmp_path / "README.md"]

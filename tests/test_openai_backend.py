@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from qwenocr.backends import openai as openai_backend
-from qwenocr.backends.base import GenerationSettings
-from qwenocr.backends.openai import OpenAIBackend, api_key_from_env, check_server, encode_image
+from qwenocr.engines import openai as openai_backend
+from qwenocr.engines.base import GenerationSettings
+from qwenocr.engines.openai import OpenAIBackend, api_key_from_env, check_server, encode_image
 from qwenocr.errors import BackendError, ExitCode, UsageError
-from tests.openai_fake_server import FakeOpenAIServer, image_size
+from tests.support.openai_fake_server import FakeOpenAIServer, image_size
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789"
 SETTINGS = GenerationSettings(max_tokens=256)
@@ -486,7 +486,10 @@ def test_against_llama_cpp_server(tiny_models, tmp_path, caplog):
         if importlib.util.find_spec(module) is None
     ]
     if missing:
-        reason = f'llama-cpp-python with its server extras is needed ({", ".join(missing)} missing): pip install "llama-cpp-python[server]"'
+        reason = (
+            f"llama-cpp-python with its server extras is needed ({', '.join(missing)} missing):"
+            ' pip install "llama-cpp-python[server]"'
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -526,14 +529,20 @@ def test_against_llama_cpp_server(tiny_models, tmp_path, caplog):
 
         caplog.set_level(logging.DEBUG)
         client = OpenAIBackend([url], model=None, api_key=SECRET, concurrency=2, timeout=120)
-        from tests.samples import page_image
+        from tests.support.samples import page_image
 
         images = [page_image(n, size=(256, 320)) for n in (1, 2, 3)]
         pieces = []
         settings = GenerationSettings(max_tokens=16)
         with ThreadPoolExecutor(2) as pool:
             futures = [
-                pool.submit(client.generate, image, "Read all the text in the image.", settings, lambda p: pieces.append(p) is None)
+                pool.submit(
+                    client.generate,
+                    image,
+                    "Read all the text in the image.",
+                    settings,
+                    lambda p: pieces.append(p) is None,
+                )
                 for image in images
             ]
             results = [f.result() for f in futures]
@@ -562,7 +571,7 @@ def test_grey_pages_are_sent_as_exact_greyscale():
     import base64
     import io
 
-    from tests.samples import page_image
+    from tests.support.samples import page_image
 
     rgb = page_image(1, size=(400, 500))
     uri = encode_image(rgb)
@@ -582,7 +591,9 @@ def test_a_data_uri_passes_through(server):
     assert image_size(server.chat_requests()[0]["body"]) == (77, 55)
 
 
-@pytest.mark.parametrize("mode, size", [("L", (1, 1)), ("L", (7, 3)), ("RGB", (5, 9)), ("RGB", (700, 700)), ("L", (1300, 1000))])
+@pytest.mark.parametrize(
+    "mode, size", [("L", (1, 1)), ("L", (7, 3)), ("RGB", (5, 9)), ("RGB", (700, 700)), ("L", (1300, 1000))]
+)
 def test_own_png_writer_is_lossless(mode, size):
     import io
 

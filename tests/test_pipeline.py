@@ -12,46 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from qwenocr.backends.base import Generation
+from qwenocr.engines.base import Generation
 from qwenocr.errors import ExitCode, InputError, UsageError
-from qwenocr.models import ModelFiles
-from qwenocr.pages import RenderSettings, image_tokens, open_document
-from qwenocr.pipeline import ScanOptions, clean_text, run_document
-from qwenocr.progress import Reporter
-from qwenocr.scan import ScanRequest, run_scan
-from tests import samples
-
-
-class FakeBackend:
-    """Answers each page with `answer(page_index, image, settings)`; streams it in pieces."""
-
-    name = "fake"
-
-    def __init__(self, answer=None, concurrency: int = 1, delay: float = 0.0):
-        self.concurrency = concurrency
-        self.delay = delay
-        self.calls = []
-        self.lock = threading.Lock()
-        self.answer = answer or (lambda index, image, settings: f"text of call {index}")
-        self.closed = False
-
-    def generate(self, image, prompt, settings, on_piece=None):
-        with self.lock:
-            index = len(self.calls)
-            self.calls.append((image.size, settings))
-        if self.delay:
-            time.sleep(self.delay)
-        text = self.answer(index, image, settings)
-        produced = []
-        for start in range(0, len(text), 4):
-            piece = text[start:start + 4]
-            produced.append(piece)
-            if on_piece is not None and on_piece(piece) is False:
-                return Generation("".join(produced), len(produced), finish_reason="aborted")
-        return Generation(text, len(produced), prompt_tokens=10, finish_reason="stop")
-
-    def close(self):
-        self.closed = True
+from qwenocr.pages.document import RenderSettings, image_tokens, open_document
+from qwenocr.scan.pipeline import ScanOptions, clean_text, run_document
+from qwenocr.scan.progress import Reporter
+from qwenocr.scan.run import ScanRequest, run_scan
+from qwenocr.store.resolve import ModelFiles
+from tests.support import samples
+from tests.support.fake_engine import FakeBackend
 
 
 def _engine(backend):
@@ -75,7 +44,10 @@ def test_markdown_pages_in_order_with_markers(tmp_path, pdf3):
     code, text, backend = _scan(tmp_path, [pdf3])
     assert code == ExitCode.OK
     assert [line for line in text.splitlines() if line.startswith("<!-- page")] == [
-        "<!-- page 1 -->", "<!-- page 2 -->", "<!-- page 3 -->"]
+        "<!-- page 1 -->",
+        "<!-- page 2 -->",
+        "<!-- page 3 -->",
+    ]
     assert "text of call 0" in text and "text of call 2" in text
     assert len(backend.calls) == 3 and backend.closed
 
@@ -329,8 +301,9 @@ def test_memory_stays_flat_render_queue_is_bounded(tmp_path):
 
 # --- --mode auto | text (the PDF's own text layer) -------------------------------------
 
+
 def test_mode_auto_uses_good_text_layers_and_ocrs_the_rest(tmp_path):
-    from tests import textlayer_pdfs
+    from tests.support import textlayer_pdfs
 
     pdf = tmp_path / "mixed.pdf"
     pdf.write_bytes(textlayer_pdfs.mixed_pdf())  # born-digital, image-only, stamped scan, glyph soup
@@ -345,7 +318,7 @@ def test_mode_auto_uses_good_text_layers_and_ocrs_the_rest(tmp_path):
 
 
 def test_mode_text_runs_no_model(tmp_path):
-    from tests import textlayer_pdfs
+    from tests.support import textlayer_pdfs
 
     pdf = tmp_path / "mixed.pdf"
     pdf.write_bytes(textlayer_pdfs.mixed_pdf())
@@ -359,14 +332,17 @@ def test_mode_text_runs_no_model(tmp_path):
 
 
 def test_mode_is_part_of_the_checkpoint_key(tmp_path, pdf3):
-    from qwenocr.scan import _output_settings
+    from qwenocr.scan.run import _output_settings
 
     request = ScanRequest(inputs=[str(pdf3)])
     model = ModelFiles("fake", Path("fake"), None, "fake-model")
-    assert _output_settings(request, ScanOptions(mode="auto"), model) != _output_settings(request, ScanOptions(mode="ocr"), model)
+    assert _output_settings(request, ScanOptions(mode="auto"), model) != _output_settings(
+        request, ScanOptions(mode="ocr"), model
+    )
 
 
 # --- batches: directories, patterns, name clashes, several documents in flight ----------
+
 
 def test_directory_input_expands_to_its_documents(tmp_path):
     folder = tmp_path / "in"
@@ -386,7 +362,10 @@ def test_quoted_pattern_is_expanded(tmp_path):
     for name in ("x1.pdf", "x2.pdf"):
         samples.write_pdf(tmp_path / name, pages=1)
     code, text, backend = _scan(tmp_path, [tmp_path / "x*.pdf"], fmt="jsonl")
-    assert [json.loads(line)["file"] for line in text.splitlines()] == [str(tmp_path / "x1.pdf"), str(tmp_path / "x2.pdf")]
+    assert [json.loads(line)["file"] for line in text.splitlines()] == [
+        str(tmp_path / "x1.pdf"),
+        str(tmp_path / "x2.pdf"),
+    ]
 
 
 def test_empty_directory_is_an_input_error(tmp_path):

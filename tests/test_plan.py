@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from qwenocr import catalog, plan as planmod
 from qwenocr.errors import UsageError
-from qwenocr.hardware import GIB, GPU, MIB, Hardware, hardware_profile
-from qwenocr.plan import make_plan
+from qwenocr.fit import catalog
+from qwenocr.fit import plan as planmod
+from qwenocr.fit.hardware import GIB, GPU, MIB, Hardware, hardware_profile
+from qwenocr.fit.plan import make_plan
 
 
 def apple(memory, chip, **kw):
@@ -51,7 +52,14 @@ SEED_TABLE = [
 MORE_PROFILES = [
     ("M2 Max 64 GB", apple(64, "M2 Max"), "35B-A3B", 8, "mlx", False),
     ("M3 Ultra 512 GB", apple(512, "M3 Ultra"), "397B-A17B", 4, "mlx", False),
-    ("M3 Ultra 256 GB, limit already raised", apple(256, "M3 Ultra", wired_limit_mb=240000), "397B-A17B", 4, "mlx", False),
+    (
+        "M3 Ultra 256 GB, limit already raised",
+        apple(256, "M3 Ultra", wired_limit_mb=240000),
+        "397B-A17B",
+        4,
+        "mlx",
+        False,
+    ),
     ("MacBook Air 8 GB", apple(8, "M2"), "0.8B", None, "mlx", False),
     ("RTX 3060 12 GB", cuda(12, chip="RTX 3060"), "9B", 4, "llama.cpp", False),
     ("A100 80 GB", cuda(80, chip="A100-SXM4-80GB"), "122B-A10B", 4, "llama.cpp", False),
@@ -343,7 +351,18 @@ def test_to_dict_has_what_scan_and_doctor_need():
     p = make_plan(cuda(48, 48, chip="RTX 6000 Ada"))
     data = json.loads(json.dumps(p.to_dict()))
     choice = data["choice"]
-    for key in ("variant", "quant", "bits", "backend", "repo", "files", "mmproj", "n_gpu_layers", "tensor_split", "n_ctx"):
+    for key in (
+        "variant",
+        "quant",
+        "bits",
+        "backend",
+        "repo",
+        "files",
+        "mmproj",
+        "n_gpu_layers",
+        "tensor_split",
+        "n_ctx",
+    ):
         assert key in choice
     assert choice["files"][0] == "UD-Q4_K_XL/Qwen3.5-122B-A10B-UD-Q4_K_XL-*.gguf"
     assert choice["mmproj"] == "mmproj-F16.gguf"

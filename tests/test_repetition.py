@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qwenocr.repetition import (
+from qwenocr.scan.repetition import (
     Loop,
     LoopRules,
     RepetitionGuard,
@@ -161,11 +161,26 @@ def test_loop_after_the_model_recovered_is_still_found() -> None:
 def _toc() -> str:
     rng = random.Random(7)
     titles = [
-        "Introduction", "Scope of the review", "Background", "Legal framework",
-        "Methodology", "Data sources", "Stakeholder interviews", "Findings",
-        "Governance", "Financial sustainability", "Service quality", "Workforce",
-        "Digital infrastructure", "Recommendations", "Implementation plan",
-        "Monitoring and evaluation", "Risks", "Conclusion", "References", "Glossary",
+        "Introduction",
+        "Scope of the review",
+        "Background",
+        "Legal framework",
+        "Methodology",
+        "Data sources",
+        "Stakeholder interviews",
+        "Findings",
+        "Governance",
+        "Financial sustainability",
+        "Service quality",
+        "Workforce",
+        "Digital infrastructure",
+        "Recommendations",
+        "Implementation plan",
+        "Monitoring and evaluation",
+        "Risks",
+        "Conclusion",
+        "References",
+        "Glossary",
     ]
     lines = ["# Contents", ""]
     page = 1
@@ -187,8 +202,24 @@ def _toc() -> str:
 
 def _big_table() -> str:
     rng = random.Random(11)
-    cols = ["Code", "Station", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
-            "Sep", "Oct", "Nov", "Dec", "Total", "Notes"]
+    cols = [
+        "Code",
+        "Station",
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "May",
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Oct",
+        "Nov",
+        "Dec",
+        "Total",
+        "Notes",
+    ]
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join([":---:"] * len(cols)) + "|"]
     for i in range(120):
         vals = [f"{rng.randint(0, 400) / 10:.1f}" if rng.random() > 0.15 else "" for _ in range(12)]
@@ -203,16 +234,21 @@ def _big_table() -> str:
 
 def _ledger() -> str:
     rng = random.Random(3)
-    out = ["GENERAL LEDGER - ACCOUNT 4100 SALES", "=" * 78,
-           f"{'Date':<12}{'Ref':<10}{'Description':<26}{'Debit':>10}{'Credit':>10}{'Balance':>10}",
-           "-" * 78]
+    out = [
+        "GENERAL LEDGER - ACCOUNT 4100 SALES",
+        "=" * 78,
+        f"{'Date':<12}{'Ref':<10}{'Description':<26}{'Debit':>10}{'Credit':>10}{'Balance':>10}",
+        "-" * 78,
+    ]
     balance = 0.0
     for day in range(1, 29):
         for _ in range(rng.randint(1, 4)):
             credit = rng.randint(1000, 900000) / 100
             balance += credit
-            out.append(f"2024-02-{day:02d}  INV{rng.randint(10000, 99999):<7}{'Sale':<26}"
-                       f"{'':>10}{credit:>10.2f}{balance:>10.2f}")
+            out.append(
+                f"2024-02-{day:02d}  INV{rng.randint(10000, 99999):<7}{'Sale':<26}"
+                f"{'':>10}{credit:>10.2f}{balance:>10.2f}"
+            )
         out.append(f"{'':<12}{'':<10}{'':<26}{'':>10}{'':>10}{'':>10}")
     out += ["-" * 78, f"{'TOTAL':<48}{'0.00':>10}{balance:>10.2f}{balance:>10.2f}", "=" * 78]
     return "\n".join(out) + "\n"
@@ -253,9 +289,12 @@ BLANK_FORM = (
     "## Visitor log\n\n| Date | Name | Company | Time in | Time out | Signature |\n"
     "|------|------|---------|---------|----------|-----------|\n"
     + "|      |      |         |         |          |           |\n" * 30
-    + "\n" + "Signature: ________________________________\n" * 3
+    + "\n"
+    + "Signature: ________________________________\n" * 3
     + "\nName: ____________________  Date: ____________\n" * 3
-    + "\n" + "<table>\n" + "<tr><td></td><td></td><td></td><td>&nbsp;</td></tr>\n" * 25
+    + "\n"
+    + "<table>\n"
+    + "<tr><td></td><td></td><td></td><td>&nbsp;</td></tr>\n" * 25
     + "</table>\n"
 )
 
@@ -268,7 +307,8 @@ LEGIT = {
     "numbered figures": "".join(f"Figure {i}. Cross-section at station {i * 25} m\n\n" for i in range(1, 80)),
     "horizontal rules": "Part one.\n\n---\n\n* * *\n\n___\n\n" + "=" * 120 + "\nPart two.\n" + "-" * 300 + "\n",
     "blank form": BLANK_FORM,
-    "laughter and a signature block": "He said: ha ha ha ha ha ha ha!\n\n" + "Approved by: ________  Date: ______\n" * 4,
+    "laughter and a signature block": "He said: ha ha ha ha ha ha ha!\n\n"
+    + "Approved by: ________  Date: ______\n" * 4,
     "short cjk repetition": "他说：“好好好，谢谢谢谢。”\n" + "第1章 总则 …………………… 1\n第2章 范围 …………………… 7\n",
     "sparse yes/no table": "| Item | Mon | Tue | Wed | Thu | Fri |\n|---|---|---|---|---|---|\n"
     + "".join(f"| Check {i} | No | No | No | No | No |\n" for i in range(1, 30))
@@ -319,10 +359,12 @@ def _chunks(text: str, rng: random.Random) -> list[str]:
 # Every legitimate sample in a row, and the same followed by a loop: longer than twice
 # the window, so the guard's tail buffer is trimmed along the way.
 ALL_LEGIT = "\n".join(LEGIT.values())
-SAMPLES = {**{f"loop: {k}": _looping(*v, chars=6000) for k, v in LOOPS.items()},
-           **{f"legit: {k}": v for k, v in LEGIT.items()},
-           "legit: all in a row": ALL_LEGIT,
-           "loop: after a long document": _looping(ALL_LEGIT + INVOICE_HEAD, INVOICE_ROW, 3000)}
+SAMPLES = {
+    **{f"loop: {k}": _looping(*v, chars=6000) for k, v in LOOPS.items()},
+    **{f"legit: {k}": v for k, v in LEGIT.items()},
+    "legit: all in a row": ALL_LEGIT,
+    "loop: after a long document": _looping(ALL_LEGIT + INVOICE_HEAD, INVOICE_ROW, 3000),
+}
 
 
 def test_long_samples_exceed_the_window() -> None:
@@ -402,13 +444,11 @@ def test_feeding_200k_characters_in_3_char_pieces_is_cheap(name: str) -> None:
         text = " ".join(rng.choice(words) for _ in range(60_000))
     elif name == "toc":
         text = "".join(
-            f"{i}. Section {rng.randint(1, 999)} " + "." * rng.randint(20, 90) + f" {i * 3}\n"
-            for i in range(4000)
+            f"{i}. Section {rng.randint(1, 999)} " + "." * rng.randint(20, 90) + f" {i * 3}\n" for i in range(4000)
         )
     else:
         text = "".join(
-            f"| {rng.randint(0, 99999)} | {rng.random():.4f} | | {rng.randint(0, 9)} |\n"
-            for i in range(9000)
+            f"| {rng.randint(0, 99999)} | {rng.random():.4f} | | {rng.randint(0, 9)} |\n" for i in range(9000)
         )
     text = text[:200_000]
     assert len(text) == 200_000

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests import clirun, samples
+from tests.support import clirun, samples
 
 pytestmark = pytest.mark.engine
 
@@ -91,8 +91,20 @@ def test_scan_image_input_to_output_file(tiny_models, tmp_path):
 
 def test_random_weights_loop_and_the_guard_catches_it(tiny_models, pdf):
     """Random weights repeat one token: with room to loop, the guard must stop it early."""
-    proc = run_cli("scan", pdf, "--pages", "1", "-f", "json", "--max-tokens", "400", "--max-image-tokens", "128",
-                   "--no-resume", *_model_args(tiny_models, "llama.cpp", "dense"))
+    proc = run_cli(
+        "scan",
+        pdf,
+        "--pages",
+        "1",
+        "-f",
+        "json",
+        "--max-tokens",
+        "400",
+        "--max-image-tokens",
+        "128",
+        "--no-resume",
+        *_model_args(tiny_models, "llama.cpp", "dense"),
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     page = json.loads(proc.stdout)["pages"][0]
     if page["status"] == "repetition":

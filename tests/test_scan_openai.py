@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from tests import samples
-from tests.clirun import run_cli
-from tests.openai_fake_server import FakeOpenAIServer
+from tests.support import samples
+from tests.support.clirun import run_cli
+from tests.support.openai_fake_server import FakeOpenAIServer
 
 SECRET = "sk-test-very-secret-key"
 
@@ -18,8 +18,20 @@ def test_pages_in_order_with_concurrency_and_retries(tmp_path):
     pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=8, size=(300, 400))
     with FakeOpenAIServer(delay=0.05, api_key=SECRET) as server:
         server.plan = [503, 429, "drop"]  # the first requests fail; retries recover
-        proc = run_cli("scan", pdf, "--backend", "openai", "--base-url", server.url, "--concurrency", "4",
-                       "-f", "jsonl", "--no-skip-blank", env={"QWENOCR_API_KEY": SECRET})
+        proc = run_cli(
+            "scan",
+            pdf,
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--concurrency",
+            "4",
+            "-f",
+            "jsonl",
+            "--no-skip-blank",
+            env={"QWENOCR_API_KEY": SECRET},
+        )
         assert proc.returncode == 0, proc.stderr.decode()
         pages = [json.loads(line) for line in proc.stdout.decode().splitlines()]
         assert [p["number"] for p in pages] == list(range(1, 9))

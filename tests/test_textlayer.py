@@ -8,9 +8,9 @@ import random
 import pypdfium2 as pdfium
 import pytest
 
-from tests import textlayer_pdfs as pdfs
-from qwenocr import textlayer
-from qwenocr.textlayer import assess, extract, read_page, to_markdown
+from qwenocr.pages import textlayer
+from qwenocr.pages.textlayer import assess, extract, read_page, to_markdown
+from tests.support import textlayer_pdfs as pdfs
 
 
 def _page(data: bytes, index: int = 0):
@@ -139,7 +139,8 @@ def _ok(text: str, boxes=FULL_PAGE_BOXES, **kw):
         "Τα μέρη συμφωνούν ότι τα παραδοτέα θα παρασχεθούν το αργότερο τριάντα ημέρες μετά την "
         "υπογραφή και ότι κάθε καθυστέρηση πρέπει να γνωστοποιείται γραπτώς. " * 8,
         "双方同意，附件A所述的交付成果应在签署后三十天内提供，任何延误必须以书面形式通知。" * 8,
-        "当事者は、別紙Aに記載された成果物を署名後30日以内に提供し、遅延はPDFファイルで書面通知することに合意する。" * 8,
+        "当事者は、別紙Aに記載された成果物を署名後30日以内に提供し、遅延はPDFファイルで書面通知することに合意する。"
+        * 8,
         "يتفق الطرفان على تقديم المخرجات الموضحة في الملحق أ في موعد لا يتجاوز ثلاثين يوما من التوقيع. " * 8,
         "पक्षकार सहमत हैं कि अनुसूची में वर्णित सामग्री हस्ताक्षर के तीस दिनों के भीतर दी जाएगी। " * 8,
         "คู่สัญญาตกลงว่าจะส่งมอบงานภายในสามสิบวันหลังจากลงนาม และต้องแจ้งความล่าช้าเป็นลายลักษณ์อักษร " * 8,
@@ -265,7 +266,7 @@ def test_module_imports_no_pdfium_at_import_time():
     import subprocess
     import sys
 
-    code = "import sys, qwenocr.textlayer; print('pypdfium2' in sys.modules)"
+    code = "import sys, qwenocr.pages.textlayer; print('pypdfium2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert textlayer.MIN_ROW_SHARE > 0

@@ -63,8 +63,7 @@ def test_mlx_vlm_loads_and_generates(tiny_models, kind, tmp_path):
 
     image = tmp_path / "page.png"
     page_image().save(image)
-    result = generate(model, processor, prompt, image=[str(image)], max_tokens=4,
-                      temperature=0.0, verbose=False)
+    result = generate(model, processor, prompt, image=[str(image)], max_tokens=4, temperature=0.0, verbose=False)
     assert 1 <= result.generation_tokens <= 4
     assert result.prompt_tokens > IMAGE_TOKENS  # the image's tokens reached the model
     assert isinstance(result.text, str)
@@ -76,8 +75,13 @@ def test_llama_cpp_loads_and_completes_with_image(tiny_models, kind):
     from llama_cpp.llama_chat_format import MTMDChatHandler
 
     handler = MTMDChatHandler(clip_model_path=str(getattr(tiny_models, f"{kind}_mmproj")), verbose=False)
-    llm = Llama(model_path=str(getattr(tiny_models, f"{kind}_gguf")), chat_handler=handler,
-                n_ctx=1024, n_threads=2, verbose=False)
+    llm = Llama(
+        model_path=str(getattr(tiny_models, f"{kind}_gguf")),
+        chat_handler=handler,
+        n_ctx=1024,
+        n_threads=2,
+        verbose=False,
+    )
     try:
         assert llm.metadata["general.architecture"] == ("qwen35moe" if kind == "moe" else "qwen35")
         assert llm.metadata["tokenizer.ggml.pre"] == "qwen35"
@@ -86,10 +90,15 @@ def test_llama_cpp_loads_and_completes_with_image(tiny_models, kind):
         buf = io.BytesIO()
         page_image().save(buf, format="PNG")
         uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-        messages = [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": uri}},
-            {"type": "text", "text": PROMPT},
-        ]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": uri}},
+                    {"type": "text", "text": PROMPT},
+                ],
+            }
+        ]
         out = llm.create_chat_completion(messages=messages, max_tokens=4, temperature=0.0)
         choice = out["choices"][0]
         assert choice["finish_reason"] in ("length", "stop")

@@ -166,12 +166,30 @@ _EMPHASIS_OPEN = re.compile(r"(?<![\w*_])[*_]+(?=\S)")
 _EMPHASIS_CLOSE = re.compile(r"(?<=\S)[*_]+(?![\w*_])")
 _TYPOGRAPHY = str.maketrans(
     {
-        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-        "\u00ab": '"', "\u00bb": '"',
-        "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
-        "\u2015": "-", "\u2212": "-",
-        "\u00ad": None, "\u200b": None, "\u200c": None, "\u200d": None, "\ufeff": None,
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u00ad": None,
+        "\u200b": None,
+        "\u200c": None,
+        "\u200d": None,
+        "\ufeff": None,
     }
 )
 
@@ -323,7 +341,7 @@ def _parse_json_pages(text: str, source: str, strict: bool) -> Optional[Document
         return _pages_from_records(records, source, what="JSONL")
     if isinstance(value, dict) and "pages" in value:
         if not isinstance(value["pages"], list):
-            raise InputError(f"{source}: \"pages\" is not a list")
+            raise InputError(f'{source}: "pages" is not a list')
         return _pages_from_records([(None, p) for p in value["pages"]], source, what="JSON")
     if isinstance(value, dict) and "text" in value:
         return _pages_from_records([(1, value)], source, what="JSON")
@@ -334,9 +352,7 @@ def _parse_json_pages(text: str, source: str, strict: bool) -> Optional[Document
     if isinstance(value, list) and all(isinstance(item, dict) for item in value):
         return _pages_from_records([(None, p) for p in value], source, what="JSON")
     if strict:
-        raise InputError(
-            f"{source}: expected a qwenocr JSON document ({{\"pages\": [{{\"number\": 1, \"text\": ...}}]}})"
-        )
+        raise InputError(f'{source}: expected a qwenocr JSON document ({{"pages": [{{"number": 1, "text": ...}}]}})')
     return None
 
 
@@ -362,7 +378,7 @@ def _pages_from_records(records, source: str, what: str) -> Document:
     for index, (line_number, record) in enumerate(records):
         where = f"{source}, line {line_number}" if line_number else f"{source}, page entry {index + 1}"
         if not isinstance(record, dict):
-            raise InputError(f"{where}: expected an object with \"number\" and \"text\"")
+            raise InputError(f'{where}: expected an object with "number" and "text"')
         if "text" not in record:
             continue  # a header or summary record of a JSONL stream, not a page
         number = record.get("number", record.get("page", index + 1))
@@ -372,10 +388,10 @@ def _pages_from_records(records, source: str, what: str) -> Document:
         if page_text is None:
             page_text = ""  # a page that failed in the run: scored as empty output
         if not isinstance(page_text, str):
-            raise InputError(f"{where}: \"text\" is not a string")
+            raise InputError(f'{where}: "text" is not a string')
         pages.append(Page(number, page_text))
     if not pages:
-        raise InputError(f"{source}: no pages in this {what} (expected objects with \"number\" and \"text\")")
+        raise InputError(f'{source}: no pages in this {what} (expected objects with "number" and "text")')
     return Document(source, _unique(pages, source), paged=True)
 
 
@@ -383,9 +399,7 @@ def _unique(pages: List[Page], source: str) -> Tuple[Page, ...]:
     seen = set()
     for page in pages:
         if page.number in seen:
-            raise InputError(
-                f"{source}: page {page.number} appears twice", "score one document at a time"
-            )
+            raise InputError(f"{source}: page {page.number} appears twice", "score one document at a time")
         seen.add(page.number)
     return tuple(sorted(pages, key=lambda page: page.number))
 
@@ -541,7 +555,11 @@ def read_checks(path: Path | str) -> List[Check]:
         raise InputError(f"checks file {name} is not UTF-8 text") from None
     except OSError as error:
         raise InputError(f"can't read checks file {name}: {error.strerror or error}") from None
-    checks = [parse_check(line, n, name) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    checks = [
+        parse_check(line, n, name)
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not checks:
         raise InputError(f"checks file {name} has no checks (one JSON object per line)")
     return checks
@@ -567,13 +585,13 @@ def parse_check(line: str, line_number: int = 1, source: str = "<checks>") -> Ch
         values[name] = value
     page = record.get("page")
     if page is not None and (isinstance(page, bool) or not isinstance(page, int) or page < 1):
-        raise InputError(f"{where}: \"page\" must be a page number >= 1")
+        raise InputError(f'{where}: "page" must be a page number >= 1')
     max_diffs = record.get("max_diffs", 0)
     if isinstance(max_diffs, bool) or not isinstance(max_diffs, int) or max_diffs < 0:
-        raise InputError(f"{where}: \"max_diffs\" must be a whole number >= 0")
+        raise InputError(f'{where}: "max_diffs" must be a whole number >= 0')
     case_sensitive = record.get("case_sensitive", True)
     if not isinstance(case_sensitive, bool):
-        raise InputError(f"{where}: \"case_sensitive\" must be true or false")
+        raise InputError(f'{where}: "case_sensitive" must be true or false')
     check_id = record.get("id")
     return Check(
         line=line_number,
@@ -738,7 +756,11 @@ class Evaluation:
                         "line": r.check.line,
                         "id": r.check.id,
                         "type": r.check.type,
-                        **({"before": r.check.before, "after": r.check.after} if r.check.type == "order" else {"text": r.check.text}),
+                        **(
+                            {"before": r.check.before, "after": r.check.after}
+                            if r.check.type == "order"
+                            else {"text": r.check.text}
+                        ),
                         "page": r.check.page,
                         "max_diffs": r.check.max_diffs,
                         "passed": r.passed,
@@ -794,11 +816,21 @@ def render(evaluation: Evaluation) -> list:
         table.add_column("Words", justify="right")
         for p in s.pages:
             label = "all" if s.alignment == "document" else str(p.number) + (" (missing)" if p.missing else "")
-            table.add_row(label, _percent(p.cer), _percent(p.wer), f"{p.char_edits}/{p.ref_chars}", f"{p.word_edits}/{p.ref_words}")
+            table.add_row(
+                label,
+                _percent(p.cer),
+                _percent(p.wer),
+                f"{p.char_edits}/{p.ref_chars}",
+                f"{p.word_edits}/{p.ref_words}",
+            )
         if s.alignment == "page" and len(s.pages) > 1:
             table.add_section()
             table.add_row(
-                "overall", _percent(s.cer), _percent(s.wer), f"{s.char_edits}/{s.ref_chars}", f"{s.word_edits}/{s.ref_words}",
+                "overall",
+                _percent(s.cer),
+                _percent(s.wer),
+                f"{s.char_edits}/{s.ref_chars}",
+                f"{s.word_edits}/{s.ref_words}",
                 style="bold",
             )
         parts.append(table)
@@ -822,7 +854,9 @@ def render(evaluation: Evaluation) -> list:
             )
         parts.append(table)
         parts.append(
-            Text(f"Checks passed: {evaluation.checks_passed}/{len(evaluation.checks)} ({_percent(evaluation.pass_rate)})")
+            Text(
+                f"Checks passed: {evaluation.checks_passed}/{len(evaluation.checks)} ({_percent(evaluation.pass_rate)})"
+            )
         )
     return parts
 

@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from PIL import Image
 
-from qwenocr.backends.base import Generation, GenerationSettings, PieceCallback
+from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.errors import BackendError, EngineMissingError
 
 # llama.cpp caps Qwen-VL images at 4,096 visual tokens.
@@ -109,8 +109,13 @@ def _cache_chat_templates() -> None:
         def from_string(self, source, globals=None, template_class=None):
             if globals or template_class is not None or not isinstance(source, str):
                 return super().from_string(source, globals, template_class)
-            key = (source, self.trim_blocks, self.lstrip_blocks, tuple(sorted(self.extensions)),
-                   tuple(sorted((name, id(function)) for name, function in self.filters.items())))
+            key = (
+                source,
+                self.trim_blocks,
+                self.lstrip_blocks,
+                tuple(sorted(self.extensions)),
+                tuple(sorted((name, id(function)) for name, function in self.filters.items())),
+            )
             template = _template_cache.get(key)
             if template is None:
                 template = _template_cache[key] = super().from_string(source)
@@ -173,7 +178,10 @@ class LlamaCppBackend:
                 **extra,
             )
         except (ValueError, RuntimeError) as error:
-            raise BackendError(f"llama.cpp could not load {Path(model_path).name}: {error}", "check that the GGUF and its mmproj belong together") from None
+            raise BackendError(
+                f"llama.cpp could not load {Path(model_path).name}: {error}",
+                "check that the GGUF and its mmproj belong together",
+            ) from None
         self._handler = handler
         self.n_ctx = n_ctx
 

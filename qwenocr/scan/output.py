@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, TextIO
 
 from qwenocr import __version__
-from qwenocr.results import PageResult
+from qwenocr.scan.results import PageResult
 
 FORMATS = ("markdown", "json", "jsonl")
 

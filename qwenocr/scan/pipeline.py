@@ -26,10 +26,10 @@ from typing import Callable, Iterator, List, Optional
 
 from PIL import Image
 
-from qwenocr.backends.base import Backend, GenerationSettings
+from qwenocr.engines.base import Backend, GenerationSettings
 from qwenocr.errors import QwenOCRError
-from qwenocr.pages import Document, RenderSettings, image_tokens
-from qwenocr.results import PageResult
+from qwenocr.pages.document import Document, RenderSettings, image_tokens
+from qwenocr.scan.results import PageResult
 
 DEFAULT_PROMPT = (
     "Convert this document page to Markdown. Transcribe all text exactly as written, "
@@ -87,10 +87,12 @@ def _from_text_layer(document: Document, number: int, mode: str) -> Optional[Pag
     started = time.monotonic()
     if document.kind != "pdf":
         if mode == "text":
-            return PageResult(number, "", "error", source="none", error="an image has no text layer (use --mode auto or ocr)")
+            return PageResult(
+                number, "", "error", source="none", error="an image has no text layer (use --mode auto or ocr)"
+            )
         return None
-    from qwenocr.pages import PDFIUM_LOCK
-    from qwenocr.textlayer import read_page, to_markdown
+    from qwenocr.pages.document import PDFIUM_LOCK
+    from qwenocr.pages.textlayer import read_page, to_markdown
 
     with PDFIUM_LOCK:
         page = document.text_layer(number)
@@ -100,12 +102,25 @@ def _from_text_layer(document: Document, number: int, mode: str) -> Optional[Pag
             page.close()
     extra = {"text_layer": {"usable": verdict.usable, "reason": verdict.reason, "chars": verdict.chars}}
     if verdict.usable:
-        return PageResult(number, to_markdown(page_text.text), "ok", source="text-layer",
-                          seconds=time.monotonic() - started, attempts=0, extra=extra)
+        return PageResult(
+            number,
+            to_markdown(page_text.text),
+            "ok",
+            source="text-layer",
+            seconds=time.monotonic() - started,
+            attempts=0,
+            extra=extra,
+        )
     if mode == "text":
-        return PageResult(number, to_markdown(page_text.text), "error", source="text-layer",
-                          error=f"no usable text layer: {verdict.reason} (use --mode auto or ocr)",
-                          seconds=time.monotonic() - started, extra=extra)
+        return PageResult(
+            number,
+            to_markdown(page_text.text),
+            "error",
+            source="text-layer",
+            error=f"no usable text layer: {verdict.reason} (use --mode auto or ocr)",
+            seconds=time.monotonic() - started,
+            extra=extra,
+        )
     return None
 
 
@@ -204,7 +219,7 @@ def run_document(
 
 
 def _is_blank(image: Image.Image) -> bool:
-    from qwenocr.blank import is_blank
+    from qwenocr.pages.blank import is_blank
 
     return is_blank(image)
 
@@ -232,12 +247,27 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
         try:
             result = _generate_once(item.number, image, backend, options, settings, events)
         except QwenOCRError as error:
-            return PageResult(item.number, "", "error", source="none", error=error.one_line(), attempts=attempts,
-                              seconds=time.monotonic() - started, **size)
+            return PageResult(
+                item.number,
+                "",
+                "error",
+                source="none",
+                error=error.one_line(),
+                attempts=attempts,
+                seconds=time.monotonic() - started,
+                **size,
+            )
         except Exception as error:  # the engine failed on this page; the run goes on
-            return PageResult(item.number, "", "error", source="none", attempts=attempts,
-                              error=f"the engine failed on this page: {type(error).__name__}: {error}",
-                              seconds=time.monotonic() - started, **size)
+            return PageResult(
+                item.number,
+                "",
+                "error",
+                source="none",
+                attempts=attempts,
+                error=f"the engine failed on this page: {type(error).__name__}: {error}",
+                seconds=time.monotonic() - started,
+                **size,
+            )
         if best is None or result.status != "repetition" or len(result.text) > len(best.text):
             best = result
         if result.status != "repetition":
@@ -251,7 +281,7 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
 
 
 def _generate_once(number, image, backend, options, settings, events) -> PageResult:
-    from qwenocr.repetition import RepetitionGuard
+    from qwenocr.scan.repetition import RepetitionGuard
 
     guard = RepetitionGuard()
     deadline = time.monotonic() + options.page_timeout if options.page_timeout else None

@@ -31,7 +31,7 @@ import random
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from tests import samples
+from tests.support import samples
 
 PASSWORD = "s3cret pass"
 
@@ -60,13 +60,15 @@ def _pages_pdf(page_bodies: Sequence[bytes], contents: Sequence[Optional[bytes]]
     """Catalog (1), page tree (2), then each page and its content stream."""
     objects: List[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
     kids = []
-    for body, content in zip(page_bodies, contents):
+    for body, content in zip(page_bodies, contents, strict=False):
         page_number = len(objects) + 1
         kids.append(b"%d 0 R" % page_number)
         if content is None:
             objects.append(body)
         else:
-            objects.append(b"<< /Type /Page /Parent 2 0 R %s /Contents %d 0 R %s >>" % (body, page_number + 1, resources))
+            objects.append(
+                b"<< /Type /Page /Parent 2 0 R %s /Contents %d 0 R %s >>" % (body, page_number + 1, resources)
+            )
             objects.append(stream(content))
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(kids))
     return build_pdf(objects)
@@ -149,14 +151,20 @@ def slow_render_pdf(depth: int = 7, fanout: int = 10, with_good_pages: bool = Tr
     for level in range(1, depth + 1):
         below = form_base + level - 1
         body = b" ".join([b"q /X Do Q"] * fanout)
-        objects.append(stream(body, b"/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /X %d 0 R >> >>" % below))
+        objects.append(
+            stream(
+                body, b"/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /X %d 0 R >> >>" % below
+            )
+        )
     top = form_base + depth
     kids = []
 
     def add_page(content: bytes, resources: bytes) -> None:
         number = len(objects) + 1
         kids.append(b"%d 0 R" % number)
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R %s >>" % (number + 1, resources))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R %s >>" % (number + 1, resources)
+        )
         objects.append(stream(content))
 
     if with_good_pages:
@@ -171,7 +179,10 @@ def slow_render_pdf(depth: int = 7, fanout: int = 10, with_good_pages: bool = Tr
 def bad_page_pdf() -> bytes:
     """Three pages of text; the page tree's second kid is an array, not a page dictionary,
     so PDFium counts three pages but can't load the second."""
-    objects: List[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 5 0 R 6 0 R] /Count 3 >>"]
+    objects: List[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R 5 0 R 6 0 R] /Count 3 >>",
+    ]
     objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R %s >>" % FONT)
     objects.append(stream(text_content("Page 1")))
     objects.append(b"[1 2 3]")
@@ -186,7 +197,7 @@ def corrupt_png() -> bytes:
     image.save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
     idat = data.index(b"IDAT")
-    length = int.from_bytes(data[idat - 4: idat], "big")
+    length = int.from_bytes(data[idat - 4 : idat], "big")
     rng = random.Random(7)
     for i in range(idat + 4, idat + 4 + length):
         data[i] = rng.randrange(256)
@@ -203,7 +214,12 @@ def huge_png() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_bytes() -> bytes:
@@ -213,7 +229,7 @@ def png_bytes() -> bytes:
 
 
 def render_workers_of(pid: int) -> List[int]:
-    """Render worker processes (qwenocr/renderguard.py) that process `pid` started and
+    """Render worker processes (qwenocr/pages/renderguard.py) that process `pid` started and
     that are still alive; Linux only (reads /proc). Each worker carries its parent's
     pid on its command line."""
     found = []
@@ -225,6 +241,6 @@ def render_workers_of(pid: int) -> List[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if b"qwenocr.renderguard" in argv and str(pid).encode() in argv and state != "Z":
+        if b"qwenocr.pages.renderguard" in argv and str(pid).encode() in argv and state != "Z":
             found.append(int(entry.name))
     return found

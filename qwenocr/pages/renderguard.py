@@ -4,7 +4,7 @@ A PDFium call can't be interrupted from Python: a malformed or hostile page (for
 XObjects nested to draw themselves millions of times, a content stream with millions of
 operators) keeps it busy for minutes or hours, and a crash inside PDFium takes the
 interpreter with it. `RenderWorker` runs `PdfDocument.render` in a child process
-(`python -m qwenocr.renderguard`) that opens the same document; the parent waits for
+(`python -m qwenocr.pages.renderguard`) that opens the same document; the parent waits for
 each page with a deadline, and on timeout (or when the child dies) kills it, reports the
 page as an `InputError` and starts a fresh child for the next page.
 
@@ -72,12 +72,21 @@ class RenderWorker:
             deadline = time.monotonic() + self.timeout
             try:
                 self._ensure_started()
-                self._send({"op": "render", "page": number, "max_image_tokens": settings.max_image_tokens,
-                            "dpi": settings.dpi, "engine_max_tokens": settings.engine_max_tokens})
+                self._send(
+                    {
+                        "op": "render",
+                        "page": number,
+                        "max_image_tokens": settings.max_image_tokens,
+                        "dpi": settings.dpi,
+                        "engine_max_tokens": settings.engine_max_tokens,
+                    }
+                )
                 answer, data = self._receive(deadline)
                 if not answer.get("ok"):
                     error_class = _ERRORS.get(answer.get("error"), InputError)
-                    raise error_class(answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint"))
+                    raise error_class(
+                        answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint")
+                    )
                 width, height = int(answer["width"]), int(answer["height"])
             except _Timeout:
                 self._kill()
@@ -108,9 +117,16 @@ class RenderWorker:
             self._kill()
         self._proc = _take_spare() or _spawn()
         data = self._source if isinstance(self._source, bytes) else None
-        self._send({"op": "open", "path": None if data is not None else str(self._source),
-                    "size": len(data) if data is not None else 0, "name": self.name, "password": self._password},
-                   data)
+        self._send(
+            {
+                "op": "open",
+                "path": None if data is not None else str(self._source),
+                "size": len(data) if data is not None else 0,
+                "name": self.name,
+                "password": self._password,
+            },
+            data,
+        )
 
     def _send(self, request: dict, payload: Optional[bytes] = None) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -187,7 +203,7 @@ class RenderWorker:
 def _spawn() -> subprocess.Popen:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "qwenocr.renderguard", str(os.getpid())],
+        [sys.executable, "-m", "qwenocr.pages.renderguard", str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # PDFium's own complaints are not the user's business
@@ -301,7 +317,7 @@ def _child(parent: int) -> int:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if sys.platform.startswith("linux"):
         _limit_memory()
-    from qwenocr.pages import PdfDocument, RenderSettings
+    from qwenocr.pages.document import PdfDocument, RenderSettings
 
     # The pages go out on a private copy of stdout; descriptor 1 itself points at stderr
     # (which the parent discards), so that nothing PDFium might print can corrupt them.
@@ -343,10 +359,20 @@ def _child(parent: int) -> int:
         except QwenOCRError as error:
             answer({"ok": False, "error": type(error).__name__, "message": error.message, "hint": error.hint})
         except MemoryError:
-            answer({"ok": False, "message": f"{name}: page {number} needs more memory to render than a page may have",
-                    "hint": "the page is damaged or declares an absurd size"})
+            answer(
+                {
+                    "ok": False,
+                    "message": f"{name}: page {number} needs more memory to render than a page may have",
+                    "hint": "the page is damaged or declares an absurd size",
+                }
+            )
         except Exception as error:  # noqa: BLE001 - whatever PDFium or Pillow raise, the parent reports it
-            answer({"ok": False, "message": f"{name}: page {number} could not be rendered ({type(error).__name__}: {error})"})
+            answer(
+                {
+                    "ok": False,
+                    "message": f"{name}: page {number} could not be rendered ({type(error).__name__}: {error})",
+                }
+            )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def resolve_local(model: str, mmproj: Optional[str] = None) -> Optional[ModelFil
     if weights is not None:
         projector = Path(mmproj).expanduser() if mmproj else _find_mmproj(path)
         if projector is None:
-            raise UsageError(f"--model {model}: no vision projector (mmproj*.gguf) in the folder", "pass it with --mmproj FILE")
+            raise UsageError(
+                f"--model {model}: no vision projector (mmproj*.gguf) in the folder", "pass it with --mmproj FILE"
+            )
         _require_file(projector, "--mmproj")
         return ModelFiles("llama.cpp", weights.resolve(), projector.resolve(), str(path))
     raise UsageError(
@@ -115,19 +117,31 @@ def fetch(
     except LocalEntryNotFoundError:
         # huggingface_hub raises this both in offline mode and when the hub can't be
         # reached; say which, since the remedies differ.
-        reason = "offline mode forbids downloading" if offline else "the Hugging Face hub could not be reached to download them"
+        reason = (
+            "offline mode forbids downloading"
+            if offline
+            else "the Hugging Face hub could not be reached to download them"
+        )
         raise ModelUnavailableError(
             f"model files {', '.join(patterns)} from {repo} are not in the Hugging Face cache, and {reason}",
             f"download them once with `{pull_command or 'qwenocr models pull'}` while online, or pass --model PATH",
         ) from None
     except RepositoryNotFoundError:
-        raise ModelUnavailableError(f"the model repository {repo} does not exist (or needs a login)", "check the name, or pass --model PATH") from None
+        raise ModelUnavailableError(
+            f"the model repository {repo} does not exist (or needs a login)", "check the name, or pass --model PATH"
+        ) from None
     except (HfHubHTTPError, OSError) as error:
-        raise ModelUnavailableError(f"downloading {repo} failed: {error}", "check the network, or pass --model PATH") from None
+        raise ModelUnavailableError(
+            f"downloading {repo} failed: {error}", "check the network, or pass --model PATH"
+        ) from None
     present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     missing = [pattern for pattern in patterns if not any(fnmatch.fnmatch(name, pattern) for name in present)]
     if missing:
-        hint = "download them with `qwenocr models pull`" if offline else "check the file names (the repository may have renamed them)"
+        hint = (
+            "download them with `qwenocr models pull`"
+            if offline
+            else "check the file names (the repository may have renamed them)"
+        )
         raise ModelUnavailableError(f"{repo} has no file matching {', '.join(missing)}{what}", hint)
     return folder
 
@@ -147,7 +161,9 @@ def resolve_repo(
     if backend == "mlx":
         return ModelFiles("mlx", folder, None, repo)
     files = [p for p in folder.rglob("*.gguf")]
-    weights = _first_weights_gguf([p for p in files if any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)])
+    weights = _first_weights_gguf(
+        [p for p in files if any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)]
+    )
     projector = _find_mmproj(folder) or next((p for p in files if _is_mmproj(p)), None)
     if weights is None or projector is None:
         raise ModelUnavailableError(f"{repo}: the GGUF weights or the mmproj are missing after download")

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from qwenocr import catalog
 from qwenocr.errors import ModelUnavailableError, OutputError, QwenOCRError, UsageError
+from qwenocr.fit import catalog
 
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
@@ -99,10 +99,10 @@ def planned_target(variant: str, quant: Optional[str], backend: Optional[str], h
 
     Returns (target, plan). Unknown names are a UsageError (from the planner).
     """
-    from qwenocr.plan import make_plan
+    from qwenocr.fit.plan import make_plan
 
     if hardware is None:
-        from qwenocr.hardware import detect
+        from qwenocr.fit.hardware import detect
 
         hardware = detect()
     plan = make_plan(hardware, variant=variant, quant=quant, backend=backend)
@@ -128,7 +128,9 @@ def repo_target(repo: str, include: Sequence[str] = ()) -> Target:
     repo = repo.strip()
     org, _, name = repo.partition("/")
     if not org or not name or "/" in name or any(ch.isspace() for ch in repo):
-        raise UsageError(f"--repo {repo!r} is not a Hugging Face repo id", "write it as ORG/NAME, e.g. unsloth/Qwen3.5-9B-GGUF")
+        raise UsageError(
+            f"--repo {repo!r} is not a Hugging Face repo id", "write it as ORG/NAME, e.g. unsloth/Qwen3.5-9B-GGUF"
+        )
     patterns = tuple(p.strip() for p in include if p.strip())
     return Target(repo=repo, patterns=patterns, backend=None)
 
@@ -281,7 +283,16 @@ class Cache:
                             key=lambda f: f.path,
                         )
                     )
-                    snaps.append(Snapshot(repo.repo_id, rev.commit_hash, tuple(sorted(rev.refs)), rev.snapshot_path, files, rev.last_modified))
+                    snaps.append(
+                        Snapshot(
+                            repo.repo_id,
+                            rev.commit_hash,
+                            tuple(sorted(rev.refs)),
+                            rev.snapshot_path,
+                            files,
+                            rev.last_modified,
+                        )
+                    )
                 # What `snapshot_download` uses offline first: the revision `main` points at.
                 snaps.sort(key=lambda s: ("main" not in s.refs, -s.last_modified))
                 self._snapshots[repo.repo_id] = snaps
@@ -297,7 +308,9 @@ class Cache:
         except CacheNotFound:
             return cls(directory, None)
         except ValueError as error:  # the cache path is a file
-            raise UsageError(f"the Hugging Face cache {directory} is not a directory: {error}", "fix HF_HUB_CACHE / HF_HOME") from None
+            raise UsageError(
+                f"the Hugging Face cache {directory} is not a directory: {error}", "fix HF_HUB_CACHE / HF_HOME"
+            ) from None
         return cls(directory, info)
 
     @property
@@ -643,7 +656,9 @@ def pull(target: Target, *, announce=None, quiet: bool = False, cache: Optional[
             f" and pull the right ones with `qwenocr models pull --repo {target.repo} --include PATTERN`",
         )
     if not selected:
-        raise ModelUnavailableError(f"{target.repo} has no files" + (f" matching {' '.join(target.patterns)}" if target.patterns else ""))
+        raise ModelUnavailableError(
+            f"{target.repo} has no files" + (f" matching {' '.join(target.patterns)}" if target.patterns else "")
+        )
     if not target.patterns:
         models = gguf_models(selected)
         if len(models) > 1:
@@ -682,7 +697,9 @@ def pull(target: Target, *, announce=None, quiet: bool = False, cache: Optional[
         say("size check failed for " + "; ".join(p.describe() for p in problems) + ": downloading them again")
         try:
             for problem in problems:
-                hf_hub_download(target.repo, problem.path, revision=commit, force_download=True, cache_dir=cache.directory)
+                hf_hub_download(
+                    target.repo, problem.path, revision=commit, force_download=True, cache_dir=cache.directory
+                )
                 redone.append(problem.path)
         except _network_errors() as error:
             raise _hub_error(error, target.repo) from None
@@ -690,7 +707,10 @@ def pull(target: Target, *, announce=None, quiet: bool = False, cache: Optional[
     if problems:
         raise ModelUnavailableError(
             f"{target.repo}: downloaded files don't match the hub: " + "; ".join(p.describe() for p in problems),
-            "remove them with `qwenocr models rm --repo " + target.repo + "".join(f" --include '{p.path}'" for p in problems) + " --yes` and pull again",
+            "remove them with `qwenocr models rm --repo "
+            + target.repo
+            + "".join(f" --include '{p.path}'" for p in problems)
+            + " --yes` and pull again",
         )
     already = set(have) == set(selected)
     return PullResult(target, folder, commit, selected, already=already, verified=True, redownloaded=tuple(redone))
@@ -779,7 +799,9 @@ def plan_removal(cache: Cache, targets: Sequence[Target]) -> Removal:
     by_repo: Dict[str, set] = {}
     for f in files:
         by_repo.setdefault(f.repo, set()).add(f.local)
-    whole = sorted(repo for repo, picked in by_repo.items() if picked == {f.local for s in cache.snapshots(repo) for f in s.files})
+    whole = sorted(
+        repo for repo, picked in by_repo.items() if picked == {f.local for s in cache.snapshots(repo) for f in s.files}
+    )
     strategies = []
     freed = 0
     if whole:
@@ -868,21 +890,33 @@ def render_listing(listing: Listing) -> list:
         notes.append("→ what `qwenocr scan` picks on this machine (`qwenocr doctor` says why)")
     cached = [row for row in listing.rows if row.found is not None]
     total = sum({f.blob: f.size for row in cached for f in row.found.files}.values())
-    notes.append(f"{sum(1 for row in cached if row.found.complete)} cached, {human_size(total)} on disk in {listing.cache_dir}")
+    notes.append(
+        f"{sum(1 for row in cached if row.found.complete)} cached, {human_size(total)} on disk in {listing.cache_dir}"
+    )
     partial = [row for row in listing.rows if row.found is not None and not row.found.complete]
     for row in partial:
         notes.append(f"partial {row.target.label}: {row.found.problems()} (`{row.target.pull_command()}` completes it)")
     if listing.other:
-        other = Table(title="Other Qwen 3.5 files in the cache", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
+        other = Table(
+            title="Other Qwen 3.5 files in the cache",
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+            header_style="bold",
+        )
         other.add_column("repo", overflow="fold")
         other.add_column("files", overflow="fold")
         other.add_column("size", justify="right", no_wrap=True)
         for item in listing.other:
-            names = ", ".join(f.path for f in item.files[:4]) + (f", … ({len(item.files)} files)" if len(item.files) > 4 else "")
+            names = ", ".join(f.path for f in item.files[:4]) + (
+                f", … ({len(item.files)} files)" if len(item.files) > 4 else ""
+            )
             other.add_row(item.repo, names, human_size(item.size))
         parts += [Text(""), other]
     for repo, path, size in listing.incomplete:
-        notes.append(f"interrupted download in {repo}: {human_size(size)} so far ({path.name}); pulling it again resumes it")
+        notes.append(
+            f"interrupted download in {repo}: {human_size(size)} so far ({path.name}); pulling it again resumes it"
+        )
     for warning in listing.warnings:
         notes.append(f"cache warning: {warning}")
     parts.append(Text(""))
@@ -901,4 +935,3 @@ def describe_removal(removal: Removal) -> List[str]:
         lines.append(f"  keeps {f.repo}  {f.path}: {user} uses it too")
     lines.append(f"frees {human_size(removal.freed)}")
     return lines
-

@@ -12,7 +12,7 @@ from typing import Optional
 
 from PIL import Image
 
-from qwenocr.backends.base import Generation, GenerationSettings, PieceCallback
+from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.errors import BackendError, EngineMissingError
 
 # The Qwen 3.5 processor's upper bound: 16,777,216 pixels = 16,384 visual tokens.
@@ -39,7 +39,10 @@ class MLXBackend:
             # asked, and we say so explicitly. Weights are read from safetensors only.
             self.model, self.processor = load(str(model_dir), trust_remote_code=False)
         except (ValueError, FileNotFoundError, KeyError) as error:
-            raise BackendError(f"mlx-vlm could not load {model_dir}: {error}", "check that it is an MLX model directory with its vision weights") from None
+            raise BackendError(
+                f"mlx-vlm could not load {model_dir}: {error}",
+                "check that it is an MLX model directory with its vision weights",
+            ) from None
         self._config = self.model.config
         self._mask = False  # computed on first use
 
@@ -99,7 +102,9 @@ class MLXBackend:
 
             tokenizer = getattr(self.processor, "tokenizer", self.processor)
             known = len(tokenizer)
-            rows = getattr(getattr(self._config, "text_config", None), "vocab_size", None) or getattr(self._config, "vocab_size", None)
+            rows = getattr(getattr(self._config, "text_config", None), "vocab_size", None) or getattr(
+                self._config, "vocab_size", None
+            )
             if isinstance(self._config, dict):
                 rows = (self._config.get("text_config") or {}).get("vocab_size") or self._config.get("vocab_size")
             if rows and rows > known:

@@ -234,9 +234,7 @@ class RepetitionGuard:
         if found is None:
             return False
         offset = self._buf_start
-        self._loop = replace(
-            found, start=found.start + offset, region_start=found.region_start + offset
-        )
+        self._loop = replace(found, start=found.start + offset, region_start=found.region_start + offset)
         return True
 
 

@@ -44,7 +44,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from qwenocr.backends.base import Generation, GenerationSettings, PieceCallback
+from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.errors import BackendError, UsageError
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ class _Server:
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=ssl.create_default_context())
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
 
@@ -328,7 +330,12 @@ class OpenAIBackend:
                 delay = self._delay(number, failure.retry_after, self._pool.has_healthy_other(server))
                 log.warning(
                     "%s while %s: %s; retrying in %.1f s (attempt %d of %d)",
-                    server.display, what, self._redact(failure.message), delay, number + 1, attempts,
+                    server.display,
+                    what,
+                    self._redact(failure.message),
+                    delay,
+                    number + 1,
+                    attempts,
                 )
                 if delay > 0:
                     self._sleep(delay)
@@ -350,7 +357,9 @@ class OpenAIBackend:
             delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
         return delay
 
-    def _stream_once(self, server: _Server, body: bytes, on_piece: Optional[PieceCallback], progress: _Progress) -> Generation:
+    def _stream_once(
+        self, server: _Server, body: bytes, on_piece: Optional[PieceCallback], progress: _Progress
+    ) -> Generation:
         conn = server.connect(self.timeout)
         self._track(conn, True)
         try:
@@ -381,7 +390,9 @@ class OpenAIBackend:
             self._track(conn, False)
             conn.close()
 
-    def _read_stream(self, response: http.client.HTTPResponse, on_piece: Optional[PieceCallback], progress: _Progress) -> Generation:
+    def _read_stream(
+        self, response: http.client.HTTPResponse, on_piece: Optional[PieceCallback], progress: _Progress
+    ) -> Generation:
         state = _StreamState(on_piece, progress)
         data: List[bytes] = []
         while True:
@@ -705,7 +716,12 @@ def _png(image: Any, limit: Optional[int] = None) -> Optional[bytes]:
     parts.append(deflate.flush())
     header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
     return b"".join(
-        [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", b"".join(parts)), _png_chunk(b"IEND", b"")]
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", b"".join(parts)),
+            _png_chunk(b"IEND", b""),
+        ]
     )
 
 

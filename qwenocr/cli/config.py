@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from qwenocr.commandtree import CommandSpec, OptionSpec, coerce, describe
+from qwenocr.cli.commandtree import CommandSpec, OptionSpec, coerce, describe
 from qwenocr.errors import UsageError
 
 CONFIG_ENV = "QWENOCR_CONFIG"
@@ -172,7 +172,7 @@ def apply_config(ctx: Any) -> None:
     if ctx.resilient_parsing or ctx.invoked_subcommand is None:
         return
     resolved = resolve(ctx.command, command=ctx.invoked_subcommand)
-    ctx.meta["qwenocr.config"] = resolved
+    ctx.meta["qwenocr.cli.config"] = resolved
     ctx.default_map = {**(ctx.default_map or {}), **default_map(resolved)}
 
 
@@ -200,7 +200,7 @@ def effective_config(
         ctx = None  # another command's context (doctor showing scan's): flags don't apply
     resolved: Optional[Mapping[str, _Value]] = None
     if ctx is not None:
-        stored = ctx.meta.get("qwenocr.config") or {}
+        stored = ctx.meta.get("qwenocr.cli.config") or {}
         resolved = stored.get(spec.path)  # what apply_config resolved for this run
     if resolved is None:
         if file is None and read_file:
@@ -322,12 +322,20 @@ def _check_keys(node: CommandSpec, file: ConfigFile, table: Mapping[str, Any], t
             _check_keys(sub, file, value, table_path + (key,))
             continue
         if sub is not None:
-            raise UsageError(f"{where}: {key!r} is a command; its settings go in a [{'.'.join(table_path + (key,))}] table")
+            raise UsageError(
+                f"{where}: {key!r} is a command; its settings go in a [{'.'.join(table_path + (key,))}] table"
+            )
         name = key.replace("-", "_")
         options = [o for leaf in node.leaves() for o in leaf.options if name in (o.key, o.name) and o.configurable]
         if not options:
-            scope = f"any command under {' '.join(('qwenocr',) + table_path)}" if node.is_group else f"qwenocr {' '.join(table_path)}"
-            raise UsageError(f"{where}: unknown key {key!r} in {label} (no --{name.replace('_', '-')} option in {scope})")
+            scope = (
+                f"any command under {' '.join(('qwenocr',) + table_path)}"
+                if node.is_group
+                else f"qwenocr {' '.join(table_path)}"
+            )
+            raise UsageError(
+                f"{where}: unknown key {key!r} in {label} (no --{name.replace('_', '-')} option in {scope})"
+            )
 
 
 def _validated(leaf: CommandSpec, option: OptionSpec, raw: Any, source: str, where: str) -> _Value:
@@ -372,8 +380,8 @@ def _line_of(text: str, table: Tuple[str, ...], key: str) -> Optional[int]:
     wanted = ".".join(table)
     current = ""
     key_pattern = re.compile(rf"""^\s*(["']?){re.escape(key)}\1\s*=""")
-    dotted = re.compile(rf"""^\s*{re.escape(wanted + '.' + key) if wanted else '(?!)'}\s*=""")
-    header = re.compile(rf"""^\s*\[\s*{re.escape('.'.join(table + (key,)))}\s*\]""")
+    dotted = re.compile(rf"""^\s*{re.escape(wanted + "." + key) if wanted else "(?!)"}\s*=""")
+    header = re.compile(rf"""^\s*\[\s*{re.escape(".".join(table + (key,)))}\s*\]""")
     for number, line in enumerate(text.splitlines(), 1):
         match = _TABLE_HEADER.match(line)
         if match:

@@ -13,7 +13,7 @@ PDFium is not thread-safe, so every call into it goes through `PDFIUM_LOCK`.
 A PDFium call can't be interrupted, and a hostile page can keep it busy for hours. With
 `RenderSettings.timeout` set (the CLI's `--render-timeout`, 120 s by default), PDF pages
 are rendered in a child process that is killed when a page takes longer
-(`qwenocr/renderguard.py`); the page becomes an error and the run goes on. Opening a
+(`qwenocr/pages/renderguard.py`); the page becomes an error and the run goes on. Opening a
 document and reading its page count stay in this process: they are linear in the file's
 size.
 
@@ -138,9 +138,7 @@ def parse_page_ranges(spec: Optional[str], page_count: int) -> List[int]:
         if first < 1 or last < first:
             raise UsageError(f"invalid page range {part!r} in --pages {spec!r}", "pages count from 1")
         if first > page_count:
-            raise UsageError(
-                f"--pages {spec!r} asks for page {first}, but the document has {page_count} page(s)"
-            )
+            raise UsageError(f"--pages {spec!r} asks for page {first}, but the document has {page_count} page(s)")
         pages.update(range(first, min(last, page_count) + 1))
     if not pages:
         raise UsageError(f"--pages {spec!r} selects no page")
@@ -235,7 +233,10 @@ class PdfDocument(Document):
                 bitmap = page.render(scale=scale, rotation=0, draw_annots=True, may_draw_forms=True)
                 image = bitmap.to_pil()
             except self._pdfium.PdfiumError as error:
-                raise InputError(f"{self.name}: page {number} could not be rendered ({error})", "the page is damaged; the other pages are read") from None
+                raise InputError(
+                    f"{self.name}: page {number} could not be rendered ({error})",
+                    "the page is damaged; the other pages are read",
+                ) from None
             except MemoryError:
                 raise InputError(f"{self.name}: page {number} needs more memory to render than is free") from None
             finally:
@@ -246,7 +247,7 @@ class PdfDocument(Document):
         return image
 
     def _guarded_render(self, number: int, settings: RenderSettings) -> Image.Image:
-        from qwenocr.renderguard import RenderWorker
+        from qwenocr.pages.renderguard import RenderWorker
 
         if self._worker is None or self._worker.timeout != settings.timeout:
             if self._worker is not None:
@@ -261,7 +262,10 @@ class PdfDocument(Document):
         try:
             return self._doc[number - 1]
         except self._pdfium.PdfiumError as error:
-            raise InputError(f"{self.name}: page {number} could not be loaded ({error})", "the page is damaged; the other pages are read") from None
+            raise InputError(
+                f"{self.name}: page {number} could not be loaded ({error})",
+                "the page is damaged; the other pages are read",
+            ) from None
 
     def text_layer(self, number: int):
         return self._load_page(number)
@@ -292,12 +296,19 @@ class ImageDocument(Document):
                 self._image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
                 self._image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InputError(f"{name}: the image is too large to decode ({str(error).split(',')[0]})",
-                             "scale it down, or split it into pages") from None
+            raise InputError(
+                f"{name}: the image is too large to decode ({str(error).split(',')[0]})",
+                "scale it down, or split it into pages",
+            ) from None
         except (OSError, ValueError, SyntaxError, EOFError) as error:
-            raise InputError(f"{name}: the image could not be decoded ({error})", "check that the file is a valid PNG, JPEG, TIFF or WebP") from None
+            raise InputError(
+                f"{name}: the image could not be decoded ({error})",
+                "check that the file is a valid PNG, JPEG, TIFF or WebP",
+            ) from None
         except MemoryError:
-            raise InputError(f"{name}: the image is too large to decode in the memory that is free", "scale it down") from None
+            raise InputError(
+                f"{name}: the image is too large to decode in the memory that is free", "scale it down"
+            ) from None
         self.page_count = getattr(self._image, "n_frames", 1) or 1
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
@@ -337,20 +348,27 @@ def _pdf_open_error(error: Exception, name: str, password: Optional[str], source
 
     if code == raw.FPDF_ERR_PASSWORD:
         if password:
-            return EncryptedError(f"{name}: the password is wrong", "check --password / QWENOCR_PDF_PASSWORD / --password-file")
+            return EncryptedError(
+                f"{name}: the password is wrong", "check --password / QWENOCR_PDF_PASSWORD / --password-file"
+            )
         return EncryptedError(
             f"{name}: the PDF is encrypted and needs a password",
             "pass it with QWENOCR_PDF_PASSWORD=… or --password-file FILE (or --password)",
         )
     if code == raw.FPDF_ERR_SECURITY:
-        return EncryptedError(f"{name}: the PDF uses an unsupported security handler", "decrypt it first, e.g. with qpdf --decrypt")
+        return EncryptedError(
+            f"{name}: the PDF uses an unsupported security handler", "decrypt it first, e.g. with qpdf --decrypt"
+        )
     if code == raw.FPDF_ERR_FILE:
         return InputError(f"{name}: the file could not be read", "check that it exists and is readable")
     # PDFium refuses a document whose page tree is empty as if it were damaged: say
     # what it really is when the file shows it plainly.
     if source is not None and _declares_no_pages(source):
         return InputError(f"{name}: the PDF has no pages", "check the file; there is nothing to OCR")
-    return InputError(f"{name}: not a valid PDF, or the file is damaged or truncated", "try repairing it, e.g. with qpdf or by printing it to PDF again")
+    return InputError(
+        f"{name}: not a valid PDF, or the file is damaged or truncated",
+        "try repairing it, e.g. with qpdf or by printing it to PDF again",
+    )
 
 
 _PAGE_TREE_EMPTY = re.compile(rb"/Type\s*/Pages\b[^>]*?/Kids\s*\[\s*\]|/Kids\s*\[\s*\][^>]*?/Type\s*/Pages\b")
@@ -403,7 +421,9 @@ def open_document(path: Union[str, Path], password: Optional[str] = None, data: 
         except FileNotFoundError:
             raise InputError(f"{name}: no such file", "check the path") from None
         except PermissionError:
-            raise InputError(f"{name}: permission denied", "check the permissions of the file and its directories") from None
+            raise InputError(
+                f"{name}: permission denied", "check the permissions of the file and its directories"
+            ) from None
         except OSError as error:
             raise InputError(f"{name}: could not be read ({error.strerror})", "check the path") from None
         if stat.S_ISDIR(info.st_mode):

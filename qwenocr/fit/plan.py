@@ -54,10 +54,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from qwenocr import catalog
-from qwenocr.catalog import GB, ModelSource, Variant
 from qwenocr.errors import UsageError
-from qwenocr.hardware import GIB, MIB, Hardware, hardware_profile, metal_default_budget_bytes
+from qwenocr.fit import catalog
+from qwenocr.fit.catalog import GB, ModelSource, Variant
+from qwenocr.fit.hardware import GIB, MIB, Hardware, hardware_profile, metal_default_budget_bytes
 
 __all__ = [
     "Budget",
@@ -329,7 +329,9 @@ def _budget(hw: Hardware, device: str) -> Budget:
         }.get(hw.metal_budget_source or "default-rule", "macOS's default rule")
         note = f"GPU budget {current / GB:.1f} GB from {source}{' (estimated)' if estimated else ''}"
         if ceiling > current:
-            note += f"; can be raised to {ceiling / GB:.1f} GB (RAM less {os_reserve_bytes(ram) / GIB:.0f} GiB for macOS)"
+            note += (
+                f"; can be raised to {ceiling / GB:.1f} GB (RAM less {os_reserve_bytes(ram) / GIB:.0f} GiB for macOS)"
+            )
         return Budget("metal", round(current / GB, 2), round(ceiling / GB, 2), note, estimated)
     if device == "cuda":
         total = hw.vram_total_bytes
@@ -481,7 +483,9 @@ def make_plan(
         try:
             forced_variant = catalog.get_variant(variant)
         except KeyError:
-            raise UsageError(f"unknown variant {variant!r}", "use one of " + ", ".join(catalog.variant_names())) from None
+            raise UsageError(
+                f"unknown variant {variant!r}", "use one of " + ", ".join(catalog.variant_names())
+            ) from None
 
     chosen_backend = forced_backend or ("mlx" if hardware.platform == "apple" else "llama.cpp")
     if hardware.platform == "apple":
@@ -492,9 +496,13 @@ def make_plan(
         device = "cpu"  # includes MLX off Apple Silicon (mlx[cpu])
     overrides = {"variant": variant, "quant": quant, "backend": backend}
 
-    plan = _plan_on(hardware, device, chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides)
+    plan = _plan_on(
+        hardware, device, chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides
+    )
     if device == "cuda" and not plan.fits and hardware.ram_total_bytes:
-        on_cpu = _plan_on(hardware, "cpu", chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides)
+        on_cpu = _plan_on(
+            hardware, "cpu", chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides
+        )
         if on_cpu.fits:
             advice = [
                 f"Nothing fits in the GPUs' VRAM ({plan.budget_gb:.1f} GB usable); this plan runs on the CPU from RAM"
@@ -524,7 +532,8 @@ def _plan_on(
     eligible = [
         c
         for c in cands
-        if (forced_variant is None or c.variant == forced_variant.name) and (forced_bits is None or c.bits == forced_bits)
+        if (forced_variant is None or c.variant == forced_variant.name)
+        and (forced_bits is None or c.bits == forced_bits)
     ]
     choice, crawling = _select(eligible)
     forced = forced_variant is not None or forced_bits is not None
@@ -542,7 +551,9 @@ def _plan_on(
                 + wired_limit_command(choice.needs_wired_limit_mb)
             )
         if device == "metal" and budget.estimated and not hw.what_if:
-            advice.append("The GPU budget is estimated by macOS's default rule: install mlx so that qwenocr can ask Metal.")
+            advice.append(
+                "The GPU budget is estimated by macOS's default rule: install mlx so that qwenocr can ask Metal."
+            )
         if device == "cuda" and choice.fits and not hw.what_if:
             free = hw.vram_free_bytes
             if free is not None and free / GB < choice.estimate_gb:

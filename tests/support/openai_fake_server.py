@@ -249,8 +249,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "object": "chat.completion",
                     "created": created,
                     "model": body.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": len(pieces), "total_tokens": 100 + len(pieces)},
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {
+                        "prompt_tokens": 100,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": 100 + len(pieces),
+                    },
                 },
             )
             return
@@ -299,7 +305,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "object": "chat.completion.chunk",
                     "created": created,
                     "choices": [],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": len(pieces), "total_tokens": 100 + len(pieces)},
+                    "usage": {
+                        "prompt_tokens": 100,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": 100 + len(pieces),
+                    },
                 }
             )
         self._event("[DONE]")
@@ -319,7 +329,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="seconds before each answer")
     parser.add_argument("--model", default="qwen3.5-fake")
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(models=[args.model], delay=args.delay, port=args.port, reply=lambda body: "page text " * 20)
+    server = FakeOpenAIServer(
+        models=[args.model], delay=args.delay, port=args.port, reply=lambda body: "page text " * 20
+    )
     server.start()
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()

@@ -53,14 +53,14 @@ def _root(
       qwenocr scan scan.png --format json -o scan.json
     """
     # QWENOCR_* variables and the config file become the invoked command's defaults
-    # (flag > env > file > default); see qwenocr/config.py and docs/configuration.md.
-    from qwenocr.config import apply_config
+    # (flag > env > file > default); see qwenocr/cli/config.py and docs/configuration.md.
+    from qwenocr.cli.config import apply_config
 
     apply_config(ctx)
 
 
 # --- doctor --------------------------------------------------------------------------
-# (section owned by the hardware-fit work: qwenocr/doctor.py)
+# (section owned by the hardware-fit work: qwenocr/fit/doctor.py)
 
 
 @app.command("doctor")
@@ -88,7 +88,9 @@ def doctor_command(
     ] = None,
     quant: Annotated[
         Optional[str],
-        typer.Option("--quant", help="Force a precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)."),
+        typer.Option(
+            "--quant", help="Force a precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)."
+        ),
     ] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Force the engine: mlx or llama.cpp.")] = None,
     max_image_tokens: Annotated[
@@ -99,7 +101,10 @@ def doctor_command(
     ] = 4096,
     base_url: Annotated[
         Optional[List[str]],
-        typer.Option("--base-url", help="Check OpenAI-compatible servers instead (for scan --backend openai): do they answer, which models do they serve? Repeatable."),
+        typer.Option(
+            "--base-url",
+            help="Check OpenAI-compatible servers instead (for scan --backend openai): do they answer, which models do they serve? Repeatable.",
+        ),
     ] = None,
 ) -> None:
     """What can this machine run? Every Qwen 3.5 variant × precision against the memory it can use.
@@ -123,12 +128,12 @@ def doctor_command(
     is missing (see docs/exit-codes.md).
     """
     if base_url:
-        from qwenocr.doctor import check_servers
+        from qwenocr.fit.doctor import check_servers
 
         sys.exit(check_servers(base_url, json_output=json_output))
-    from qwenocr.config import effective_config_of
-    from qwenocr.doctor import config_report
-    from qwenocr.doctor import run as run_doctor
+    from qwenocr.cli.config import effective_config_of
+    from qwenocr.fit.doctor import config_report
+    from qwenocr.fit.doctor import run as run_doctor
 
     code = run_doctor(
         json_output=json_output,
@@ -150,7 +155,7 @@ def doctor_command(
 
 
 # --- scan ----------------------------------------------------------------------------
-# (section owned by the scan work: qwenocr/scan.py)
+# (section owned by the scan work: qwenocr/scan/run.py)
 
 _SCAN_HELP = """OCR PDFs and images (PNG, JPEG, TIFF, WebP) page by page into Markdown or JSON.
 
@@ -191,45 +196,137 @@ class ScanMode(str, enum.Enum):
 @app.command("scan", help=_SCAN_HELP, no_args_is_help=True)
 def scan_command(
     inputs: Annotated[List[str], typer.Argument(help="PDFs or images; - reads one from stdin.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file, or directory for several inputs (default: stdout).")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)] = OutputFormat.markdown,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output file, or directory for several inputs (default: stdout)."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+    ] = OutputFormat.markdown,
     pages: Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read, 1-based: 1-3,7,10-")] = None,
-    max_image_tokens: Annotated[int, typer.Option("--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it.")] = 1536,
-    dpi: Annotated[Optional[float], typer.Option("--dpi", min=10, max=1200, help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).")] = None,
-    mode: Annotated[ScanMode, typer.Option("--mode", help="ocr: always the model; text: only the PDF's own text layer; auto: the text layer where it is trustworthy, the model elsewhere.", case_sensitive=False)] = ScanMode.ocr,
-    backend: Annotated[Optional[ScanBackend], typer.Option("--backend", help="Inference engine (default: from the hardware plan); openai: an OpenAI-compatible server.")] = None,
-    base_url: Annotated[Optional[List[str]], typer.Option("--base-url", help="OpenAI-compatible server for --backend openai, e.g. http://localhost:8000/v1; repeat to spread pages over several. The key comes from QWENOCR_API_KEY or OPENAI_API_KEY.")] = None,
-    api_model: Annotated[Optional[str], typer.Option("--api-model", help="Model name on the server (default: the first it serves).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Pages in flight with --backend openai.")] = 4,
-    variant: Annotated[Optional[str], typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)")] = None,
-    quant: Annotated[Optional[str], typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id.")] = None,
-    mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="Vision projector GGUF for --model (default: found beside it).")] = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Replace the default OCR prompt (see docs/prompting.md).")] = None,
+    max_image_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it."
+        ),
+    ] = 1536,
+    dpi: Annotated[
+        Optional[float],
+        typer.Option(
+            "--dpi",
+            min=10,
+            max=1200,
+            help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).",
+        ),
+    ] = None,
+    mode: Annotated[
+        ScanMode,
+        typer.Option(
+            "--mode",
+            help="ocr: always the model; text: only the PDF's own text layer; auto: the text layer where it is trustworthy, the model elsewhere.",
+            case_sensitive=False,
+        ),
+    ] = ScanMode.ocr,
+    backend: Annotated[
+        Optional[ScanBackend],
+        typer.Option(
+            "--backend", help="Inference engine (default: from the hardware plan); openai: an OpenAI-compatible server."
+        ),
+    ] = None,
+    base_url: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--base-url",
+            help="OpenAI-compatible server for --backend openai, e.g. http://localhost:8000/v1; repeat to spread pages over several. The key comes from QWENOCR_API_KEY or OPENAI_API_KEY.",
+        ),
+    ] = None,
+    api_model: Annotated[
+        Optional[str], typer.Option("--api-model", help="Model name on the server (default: the first it serves).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Pages in flight with --backend openai.")
+    ] = 4,
+    variant: Annotated[
+        Optional[str],
+        typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)"),
+    ] = None,
+    quant: Annotated[
+        Optional[str],
+        typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)"),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id."),
+    ] = None,
+    mmproj: Annotated[
+        Optional[Path], typer.Option("--mmproj", help="Vision projector GGUF for --model (default: found beside it).")
+    ] = None,
+    prompt: Annotated[
+        Optional[str], typer.Option("--prompt", help="Replace the default OCR prompt (see docs/prompting.md).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, help="Most tokens generated per page.")] = 4096,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")] = 0,
-    page_timeout: Annotated[Optional[float], typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped.")] = None,
-    render_timeout: Annotated[float, typer.Option("--render-timeout", min=0.0, help="Seconds a PDF page may take to render (in a separate process) before it is marked error and skipped; 0 renders in-process, without a limit.")] = 120.0,
-    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model.")] = True,
-    password: Annotated[Optional[str], typer.Option("--password", help="Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file).")] = None,
-    password_file: Annotated[Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; fail if model files are not cached.")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse pages finished by an interrupted run of the same command.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Load the model even if the memory check says it will not fit now.")] = False,
-    n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget).")] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")
+    ] = 0.0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")
+    ] = 0,
+    page_timeout: Annotated[
+        Optional[float],
+        typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped."),
+    ] = None,
+    render_timeout: Annotated[
+        float,
+        typer.Option(
+            "--render-timeout",
+            min=0.0,
+            help="Seconds a PDF page may take to render (in a separate process) before it is marked error and skipped; 0 renders in-process, without a limit.",
+        ),
+    ] = 120.0,
+    skip_blank: Annotated[
+        bool,
+        typer.Option(
+            "--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model."
+        ),
+    ] = True,
+    password: Annotated[
+        Optional[str],
+        typer.Option(
+            "--password",
+            help="Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file).",
+        ),
+    ] = None,
+    password_file: Annotated[
+        Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never touch the network; fail if model files are not cached.")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Reuse pages finished by an interrupted run of the same command."),
+    ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load the model even if the memory check says it will not fit now.")
+    ] = False,
+    n_ctx: Annotated[
+        Optional[int],
+        typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no warnings on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr, including the engine's own log.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="More detail on stderr, including the engine's own log.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     import os
 
-    from qwenocr.backends.base import GenerationSettings
+    from qwenocr.engines.base import GenerationSettings
     from qwenocr.errors import UsageError
-    from qwenocr.pages import RenderSettings
-    from qwenocr.pipeline import DEFAULT_PROMPT, ScanOptions
-    from qwenocr.progress import Reporter
-    from qwenocr.scan import ScanRequest, run_scan
+    from qwenocr.pages.document import RenderSettings
+    from qwenocr.scan.run import ScanRequest, run_scan
+    from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions
+    from qwenocr.scan.progress import Reporter
     from qwenocr.stdio import protected_stdout
 
     if password is None and password_file is not None:
@@ -278,7 +375,7 @@ def scan_command(
 
 
 # --- eval ----------------------------------------------------------------------------
-# (section owned by the eval work: qwenocr/evaluate.py)
+# (section owned by the eval work: qwenocr/eval/evaluate.py)
 
 _EVAL_HELP = """Score OCR output against ground truth: CER/WER per page and overall, and text checks.
 
@@ -301,22 +398,41 @@ Markdown syntax is normalised away before scoring (see docs/eval.md); --no-norma
 @app.command("eval", help=_EVAL_HELP, no_args_is_help=True)
 def eval_command(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Argument(help="OCR output: .md/.txt, qwenocr .json or .jsonl; - for stdin.", show_default=False)],
-    reference: Annotated[Optional[Path], typer.Argument(help="Ground truth (.md/.txt or .json); optional with --checks.", show_default=False)] = None,
-    checks: Annotated[Optional[Path], typer.Option("--checks", "-c", help="JSONL of checks: present, absent, order (olmOCR-Bench style).", show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON (rates as fractions) instead of a table.")] = False,
-    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Strip Markdown, unify quotes and whitespace before comparing.")] = True,
+    output: Annotated[
+        Path, typer.Argument(help="OCR output: .md/.txt, qwenocr .json or .jsonl; - for stdin.", show_default=False)
+    ],
+    reference: Annotated[
+        Optional[Path],
+        typer.Argument(help="Ground truth (.md/.txt or .json); optional with --checks.", show_default=False),
+    ] = None,
+    checks: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--checks", "-c", help="JSONL of checks: present, absent, order (olmOCR-Bench style).", show_default=False
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the scores as JSON (rates as fractions) instead of a table.")
+    ] = False,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize", help="Strip Markdown, unify quotes and whitespace before comparing."
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say how pages were paired and how long scoring took.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also say how pages were paired and how long scoring took.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     import json
     import time
 
-    from qwenocr import evaluate
-    from qwenocr.config import verbosity
+    from qwenocr.cli.config import verbosity
     from qwenocr.console import stdout_console
     from qwenocr.errors import UsageError
+    from qwenocr.eval import evaluate
 
     _state["debug"] = _state["debug"] or debug
     level = verbosity(quiet, verbose, debug, ctx)
@@ -328,14 +444,20 @@ def eval_command(
     out_doc = evaluate.read_document(output, role="output")
     ref_doc = evaluate.read_document(reference, role="reference") if reference is not None else None
     check_list = evaluate.read_checks(checks) if checks is not None else None
-    result = evaluate.evaluate(out_doc, ref_doc, check_list, normalized=normalize, checks_source=str(checks) if checks else None)
+    result = evaluate.evaluate(
+        out_doc, ref_doc, check_list, normalized=normalize, checks_source=str(checks) if checks else None
+    )
     elapsed = time.perf_counter() - started
     if level >= 0:
         for note in result.warnings():
             typer.echo(f"qwenocr: warning: {note}", err=True)
     if level >= 1:
         if result.scores is not None:
-            how = "by page number" if result.scores.alignment == "page" else "as whole documents (one side has no page markers)"
+            how = (
+                "by page number"
+                if result.scores.alignment == "page"
+                else "as whole documents (one side has no page markers)"
+            )
             typer.echo(f"qwenocr: compared {len(result.scores.pages)} page(s) {how}", err=True)
         typer.echo(f"qwenocr: scored in {elapsed:.3f} s", err=True)
     if json_output:
@@ -347,7 +469,7 @@ def eval_command(
 
 
 # --- models --------------------------------------------------------------------------
-# (section owned by the model-management work: qwenocr/models.py, qwenocr/modelstore.py)
+# (section owned by the model-management work: qwenocr/store/resolve.py, qwenocr/store/modelstore.py)
 
 _MODELS_HELP = """Model files in the Hugging Face cache: list what is there, pull, remove, print paths.
 
@@ -372,19 +494,27 @@ app.add_typer(models_app, name="models")
 
 _ModelVariant = Annotated[
     Optional[str],
-    typer.Argument(metavar="VARIANT", help="Qwen 3.5 size: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.", show_default=False),
+    typer.Argument(
+        metavar="VARIANT", help="Qwen 3.5 size: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B.", show_default=False
+    ),
 ]
 _ModelQuant = Annotated[
     Optional[str],
     typer.Option("--quant", help="Precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)."),
 ]
+
+
 class ModelBackend(str, enum.Enum):
     mlx = "mlx"
     llama_cpp = "llama.cpp"
 
 
-_ModelBackend = Annotated[Optional[ModelBackend], typer.Option("--backend", help="Engine whose files to use: mlx or llama.cpp.")]
-_ModelRepo = Annotated[Optional[str], typer.Option("--repo", help="Any Hugging Face repo id (ORG/NAME) instead of a VARIANT.")]
+_ModelBackend = Annotated[
+    Optional[ModelBackend], typer.Option("--backend", help="Engine whose files to use: mlx or llama.cpp.")
+]
+_ModelRepo = Annotated[
+    Optional[str], typer.Option("--repo", help="Any Hugging Face repo id (ORG/NAME) instead of a VARIANT.")
+]
 _ModelInclude = Annotated[
     Optional[List[str]],
     typer.Option("--include", help="With --repo: only the files matching this glob (repeatable).", show_default=False),
@@ -401,8 +531,8 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
 
 def _model_targets(ctx: typer.Context, variant, quant, backend, repo, include, *, every_precision: bool = False):
     """(targets, plan) for a models command: a --repo, every cached precision (rm), or the plan's pick."""
-    from qwenocr import modelstore
     from qwenocr.errors import UsageError
+    from qwenocr.store import modelstore
 
     backend_name = backend.value if backend is not None else None
     variant_name = variant.strip() if variant else None
@@ -417,7 +547,9 @@ def _model_targets(ctx: typer.Context, variant, quant, backend, repo, include, *
     if include and _from_command_line(ctx, "include"):
         raise UsageError("--include picks files of a --repo ORG/NAME", "for a catalog model use --quant and --backend")
     if variant_name is None:
-        raise UsageError("name a model: a VARIANT such as 9B, or --repo ORG/NAME", "`qwenocr models list` shows the catalog")
+        raise UsageError(
+            "name a model: a VARIANT such as 9B, or --repo ORG/NAME", "`qwenocr models list` shows the catalog"
+        )
     if every_precision:
         return modelstore.variant_targets(variant_name, quant, backend_name), None
     target, plan = modelstore.planned_target(variant_name, quant, backend_name)
@@ -445,7 +577,9 @@ def _say(level: int):
 def models_list_command(
     ctx: typer.Context,
     backend: _ModelBackend = None,
-    all_backends: Annotated[bool, typer.Option("--all", help="Both engines' files (default: this machine's engine).")] = False,
+    all_backends: Annotated[
+        bool, typer.Option("--all", help="Both engines' files (default: this machine's engine).")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     quiet: _Quiet = False,
     verbose: _Verbose = False,
@@ -467,17 +601,17 @@ def models_list_command(
     import json
     import os
 
-    from qwenocr import modelstore
-    from qwenocr.catalog import BACKENDS
-    from qwenocr.config import verbosity
+    from qwenocr.cli.config import verbosity
     from qwenocr.console import stdout_console
+    from qwenocr.fit.catalog import BACKENDS
+    from qwenocr.store import modelstore
 
     _state["debug"] = _state["debug"] or debug
     level = verbosity(quiet, verbose, debug, ctx)
     planned = None
     try:
-        from qwenocr.hardware import detect
-        from qwenocr.plan import make_plan
+        from qwenocr.fit.hardware import detect
+        from qwenocr.fit.plan import make_plan
 
         plan = make_plan(detect())
         if plan.fits:
@@ -508,7 +642,12 @@ def models_pull_command(
     backend: _ModelBackend = None,
     repo: _ModelRepo = None,
     include: _ModelInclude = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: only check that the files are cached (exit 7 if not).")] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Never touch the network: only check that the files are cached (exit 7 if not)."
+        ),
+    ] = False,
     quiet: _Quiet = False,
     verbose: _Verbose = False,
     debug: _Debug = False,
@@ -531,19 +670,23 @@ def models_pull_command(
     Exit codes: 0 done (or already cached); 4 the disk is full; 7 the hub can't be
     reached, a file is missing or has the wrong size, or --offline and not cached.
     """
-    from qwenocr import modelstore
-    from qwenocr.config import verbosity
-    from qwenocr.models import offline_requested
+    from qwenocr.cli.config import verbosity
+    from qwenocr.store import modelstore
+    from qwenocr.store.resolve import offline_requested
 
     _state["debug"] = _state["debug"] or debug
     level = verbosity(quiet, verbose, debug, ctx)
     say = _say(level)
     (target,), plan = _model_targets(ctx, variant, quant, backend, repo, include)
     if plan is not None and not plan.fits and plan.choice is not None:
-        say(f"warning: {target.label} does not fit this machine by doctor's estimate ({plan.choice.reason}); pulling it anyway")
+        say(
+            f"warning: {target.label} does not fit this machine by doctor's estimate ({plan.choice.reason}); pulling it anyway"
+        )
     if offline_requested(offline):
         result = modelstore.pull_offline(target, modelstore.Cache.scan())
-        say(f"{target.label}: all {len(result.files)} file(s) are in the cache ({modelstore.human_size(result.size)}); offline, sizes not checked against the hub")
+        say(
+            f"{target.label}: all {len(result.files)} file(s) are in the cache ({modelstore.human_size(result.size)}); offline, sizes not checked against the hub"
+        )
     else:
         result = modelstore.pull(target, announce=say, quiet=level < 0)
         what = "already cached" if result.already else "downloaded"
@@ -585,9 +728,9 @@ def models_rm_command(
 
     Exit codes: 0 removed, nothing cached, or declined; 2 no terminal to ask on and no --yes.
     """
-    from qwenocr import modelstore
-    from qwenocr.config import verbosity
+    from qwenocr.cli.config import verbosity
     from qwenocr.errors import UsageError
+    from qwenocr.store import modelstore
 
     _state["debug"] = _state["debug"] or debug
     level = verbosity(quiet, verbose, debug, ctx)
@@ -596,7 +739,11 @@ def models_rm_command(
     cache = modelstore.Cache.scan()
     removal = modelstore.plan_removal(cache, targets)
     if removal.empty:
-        what = targets[0].label if len(targets) == 1 else f"{targets[0].variant} ({len(targets)} precision/engine combinations)"
+        what = (
+            targets[0].label
+            if len(targets) == 1
+            else f"{targets[0].variant} ({len(targets)} precision/engine combinations)"
+        )
         say(f"nothing to remove: {what} has no files in the Hugging Face cache ({cache.directory})")
         for f, user in removal.kept:
             say(f"kept {f.repo} {f.path}: {user} uses it")
@@ -644,8 +791,8 @@ def models_path_command(
       llama-mtmd-cli -m "$(qwenocr models path 9B --backend llama.cpp | head -1)" --mmproj "$(qwenocr models path 9B --backend llama.cpp | tail -1)"
       python -m mlx_vlm.generate --model "$(qwenocr models path 9B --backend mlx)" --image page.png
     """
-    from qwenocr import modelstore
-    from qwenocr.config import verbosity
+    from qwenocr.cli.config import verbosity
+    from qwenocr.store import modelstore
 
     _state["debug"] = _state["debug"] or debug
     verbosity(quiet, verbose, debug, ctx)
@@ -693,7 +840,9 @@ def main() -> None:
             sys.exit(int(ExitCode.USAGE))
         if _state["debug"]:
             raise
-        _print_error(f"internal error: {type(error).__name__}: {error} (run again with --debug for a traceback, and please report it)")
+        _print_error(
+            f"internal error: {type(error).__name__}: {error} (run again with --debug for a traceback, and please report it)"
+        )
         sys.exit(int(ExitCode.INTERNAL_ERROR))
     if result == ExitCode.INTERRUPTED:
         # Typer turns a KeyboardInterrupt into Exit(130), which standalone_mode=False

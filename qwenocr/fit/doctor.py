@@ -72,7 +72,9 @@ def engine_status(backend: str, device: str, *, check: bool = True) -> EngineSta
         modules, package = ("llama_cpp",), "llama-cpp-python"
     note = None
     if backend == "llama.cpp":
-        note = "PyPI ships llama-cpp-python as source: pip compiles llama.cpp, which takes minutes (about 15 on 2 cores)."
+        note = (
+            "PyPI ships llama-cpp-python as source: pip compiles llama.cpp, which takes minutes (about 15 on 2 cores)."
+        )
     installed = all(_module_present(m) for m in modules) if check else None
     return EngineStatus(backend, package, modules, installed, install_command(backend, device), note)
 
@@ -86,7 +88,7 @@ def exit_code(plan, engine: EngineStatus) -> int:
 
 
 def parse_vram(text: Optional[str]) -> Optional[List[float]]:
-    """"24" or "48,48" (GB as sold, one per GPU) into [24.0] / [48.0, 48.0]."""
+    """ "24" or "48,48" (GB as sold, one per GPU) into [24.0] / [48.0, 48.0]."""
     if text is None:
         return None
     try:
@@ -111,8 +113,8 @@ def build(
     max_output_tokens: Optional[int] = None,
 ):
     """(plan, engine status) for this machine, or for the described one."""
-    from qwenocr import hardware
-    from qwenocr.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS, make_plan
+    from qwenocr.fit import hardware
+    from qwenocr.fit.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS, make_plan
 
     sizes = parse_vram(vram)
     if platform is None and sizes is not None:
@@ -162,7 +164,7 @@ class ConfigReport:
 
     file: str  # the config file's path, whether or not it exists
     file_found: bool
-    entries: tuple  # qwenocr.config.ConfigEntry
+    entries: tuple  # qwenocr.cli.config.ConfigEntry
     error: Optional[str] = None  # a bad value in the environment or the file
 
     def to_dict(self) -> dict:
@@ -181,7 +183,7 @@ class ConfigReport:
 def config_report(entries) -> ConfigReport:
     """`entries()` gives scan's effective configuration (config.effective_config_of); a
     UsageError from it (a bad QWENOCR_* value or config file) is reported, not raised."""
-    from qwenocr.config import config_path
+    from qwenocr.cli.config import config_path
 
     path = config_path()
     try:
@@ -224,7 +226,7 @@ def _gib(size: Optional[int]) -> str:
 
 
 def _hardware_rows(plan) -> List[tuple]:
-    from qwenocr.plan import ASSUMED_CPU_BANDWIDTH_GBPS
+    from qwenocr.fit.plan import ASSUMED_CPU_BANDWIDTH_GBPS
 
     hw = plan.hardware
     rows = []
@@ -239,7 +241,11 @@ def _hardware_rows(plan) -> List[tuple]:
             "default-rule": "macOS default rule, estimated",
         }.get(hw.metal_budget_source or "", "unknown")
         rows.append(("GPU budget", f"{_gib(hw.metal_budget_bytes)}: {source}"))
-        wired = "unknown" if hw.wired_limit_mb is None else ("0 (macOS default)" if hw.wired_limit_mb == 0 else f"{hw.wired_limit_mb} MB")
+        wired = (
+            "unknown"
+            if hw.wired_limit_mb is None
+            else ("0 (macOS default)" if hw.wired_limit_mb == 0 else f"{hw.wired_limit_mb} MB")
+        )
         rows.append(("iogpu.wired_limit_mb", wired))
     else:
         cpu = hw.cpu_name or "unknown CPU"
@@ -388,10 +394,12 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigRepor
         for line in plan.advice:
             console.print(f"  • {escape(line)}")
     if config is not None:
-        from qwenocr.config import render_config_table
+        from qwenocr.cli.config import render_config_table
 
         console.print()
-        console.print("[bold]Configuration[/bold] (what `qwenocr scan` runs with: flag > QWENOCR_* > config file > default)")
+        console.print(
+            "[bold]Configuration[/bold] (what `qwenocr scan` runs with: flag > QWENOCR_* > config file > default)"
+        )
         console.print(f"  Config file: {escape(config.file)}" + ("" if config.file_found else " [dim](none)[/dim]"))
         if config.error:
             console.print(f"  [red]{escape(config.error)}[/red]")
@@ -404,13 +412,12 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigRepor
         console.print(f"[dim]exit code {code}: {why}[/dim]")
 
 
-
 def check_servers(base_urls, json_output: bool = False) -> int:
     """`doctor --base-url`: does each OpenAI-compatible server answer, and with which
     models? Exit 0 when all answer, BACKEND_ERROR (11) otherwise."""
     import json
 
-    from qwenocr.backends.openai import api_key_from_env, check_server
+    from qwenocr.engines.openai import api_key_from_env, check_server
     from qwenocr.errors import ExitCode
 
     key = api_key_from_env()

@@ -14,7 +14,7 @@ from typing import Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from qwenocr.results import PageResult
+from qwenocr.scan.results import PageResult
 
 
 class _ReporterLogHandler(logging.Handler):
@@ -100,7 +100,6 @@ class Reporter:
             detail = f": {result.error}" if result.error else ""
             self.warn(f"page {result.number}: {result.status}{detail}")
 
-
     def summary(self, finished, failed_inputs: int) -> None:
         """A table of the run on stderr: files, pages, statuses, pages/s."""
         if self.quiet:
@@ -118,15 +117,29 @@ class Reporter:
                 counts[result.status] = counts.get(result.status, 0) + 1
                 totals[result.status] = totals.get(result.status, 0) + 1
             other = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status not in ("ok", "blank"))
-            table.add_row(_short(name, 40), str(len(results)), str(counts.get("ok", 0)), str(counts.get("blank", 0)),
-                          other or "-", f"{seconds:.1f}", f"{len(results) / seconds:.2f}" if seconds > 0 else "-")
+            table.add_row(
+                _short(name, 40),
+                str(len(results)),
+                str(counts.get("ok", 0)),
+                str(counts.get("blank", 0)),
+                other or "-",
+                f"{seconds:.1f}",
+                f"{len(results) / seconds:.2f}" if seconds > 0 else "-",
+            )
             total_pages += len(results)
             total_seconds += seconds
         other = ", ".join(f"{n} {status}" for status, n in sorted(totals.items()) if status not in ("ok", "blank"))
         label = f"{len(finished)} file(s)" + (f", {failed_inputs} failed" if failed_inputs else "")
-        table.add_row(label, str(int(total_pages)), str(totals.get("ok", 0)), str(totals.get("blank", 0)), other or "-",
-                      f"{self._elapsed():.1f}", f"{total_pages / self._elapsed():.2f}" if self._elapsed() > 0 else "-",
-                      style="bold")
+        table.add_row(
+            label,
+            str(int(total_pages)),
+            str(totals.get("ok", 0)),
+            str(totals.get("blank", 0)),
+            other or "-",
+            f"{self._elapsed():.1f}",
+            f"{total_pages / self._elapsed():.2f}" if self._elapsed() > 0 else "-",
+            style="bold",
+        )
         self.console.print(table)
 
     def _elapsed(self) -> float:
@@ -134,4 +147,4 @@ class Reporter:
 
 
 def _short(name: str, width: int = 32) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]

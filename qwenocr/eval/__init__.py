@@ -1,0 +1,2 @@
+"""`qwenocr eval`: OCR output scored against ground truth (CER/WER and text checks).
+"""

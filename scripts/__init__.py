@@ -1,0 +1,1 @@
+"""Developer scripts: generators for docs and completions (importable by the tests)."""
