@@ -14,7 +14,8 @@
 #   4. shells          scripts/install-test-shells.sh (bash, zsh, fish), if present
 #   5. tiny models     tests/fixtures/build_tiny_models.py (cached in
 #                      ${QWENOCR_FIXTURES_DIR:-~/.cache/qwenocr-fixtures}; instant once built)
-#   6. pytest          with QWENOCR_TEST_MODELS pointing at them; its exit code is ours
+#   6. lint and types  ruff (lint and format check) and mypy, configured in pyproject.toml
+#   7. pytest          with QWENOCR_TEST_MODELS pointing at them; its exit code is ours
 #
 # Phases 2-3 are skipped when pyproject.toml and this script are unchanged since the
 # last successful install into this venv; QWENOCR_TEST_REINSTALL=1 forces them.
@@ -107,7 +108,13 @@ QWENOCR_TEST_MODELS=$("$PY" tests/fixtures/build_tiny_models.py)
 export QWENOCR_TEST_MODELS
 say "   QWENOCR_TEST_MODELS=$QWENOCR_TEST_MODELS"
 
-# --- 6. pytest -----------------------------------------------------------------------------
+# --- 6. lint and types ------------------------------------------------------------------------
+phase "ruff and mypy"
+"$VENV/bin/ruff" check qwenocr tests scripts benchmarks
+"$VENV/bin/ruff" format --check qwenocr tests scripts benchmarks
+"$VENV/bin/mypy"  # files and settings: [tool.mypy] in pyproject.toml
+
+# --- 7. pytest -----------------------------------------------------------------------------
 phase "pytest $*"
 set +e
 "$PY" -m pytest "$@"

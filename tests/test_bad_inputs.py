@@ -408,7 +408,8 @@ def test_render_process_reports_an_error_of_its_own_open(tmp_path):
 def test_prestarted_render_processes_serve_the_documents_that_follow(tmp_path):
     """prestart(n) starts a child ahead; each document takes the one waiting and the
     next is started, until n were handed out; the pixels are the same as in process."""
-    from qwenocr.pages.document import RenderSettings, open_document, renderguard
+    from qwenocr.pages import renderguard
+    from qwenocr.pages.document import RenderSettings, open_document
 
     pdf = tmp_path / "text.pdf"
     pdf.write_bytes(broken_inputs.text_pdf(1))

@@ -2,7 +2,7 @@
 
 The precedence is shown end to end on real `qwenocr eval` subprocesses; the generic
 mechanism (nested commands, list options, sources for `doctor`) on a small Typer app
-built here, wired the way qwenocr/cli/__init__.py wires it.
+built here, wired the way qwenocr/cli/app.py wires it.
 """
 
 from __future__ import annotations

@@ -18,16 +18,11 @@ import pytest
 
 from qwenocr.errors import InputError
 from qwenocr.eval import evaluate
-from qwenocr.eval.evaluate import (
-    Check,
-    find_starts,
-    levenshtein,
-    normalize,
-    parse_check,
-    parse_document,
-    run_checks,
-    score,
-)
+from qwenocr.eval.checks import Check, parse_check, run_checks
+from qwenocr.eval.distance import find_starts, levenshtein
+from qwenocr.eval.documents import parse_document
+from qwenocr.eval.normalize import normalize
+from qwenocr.eval.scores import score
 
 # --------------------------------------------------------------------------------------
 # Edit distance

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from qwenocr import store
 from qwenocr.errors import ExitCode, ModelUnavailableError, UsageError
-from qwenocr.store import modelstore
+from qwenocr.store import files as store_files
+from qwenocr.store import hub as store_hub
+from qwenocr.store import pulling
 from tests.support import fake_hub
 from tests.support.fake_hub import BF16, MMPROJ, Q4, Q4_K_M, Q8
 
@@ -107,9 +110,9 @@ def test_list_table_defaults_to_one_engine_and_shows_sizes(hub):
     assert done.stderr == ""
     lines = done.stdout.splitlines()
     q4 = next(line for line in lines if " 9B " in line and "Q4_K_XL" in line)
-    assert modelstore.human_size(Q4 + MMPROJ) in q4 and GGUF_REPO in q4
+    assert store.human_size(Q4 + MMPROJ) in q4 and GGUF_REPO in q4
     q8 = next(line for line in lines if " 9B " in line and "Q8_0" in line)
-    assert modelstore.human_size(Q8 + MMPROJ) in q8
+    assert store.human_size(Q8 + MMPROJ) in q8
     assert "mlx-community" not in done.stdout  # one engine unless --all
     assert "partial" in next(line for line in lines if "122B-A10B" in line and "Q4_K_XL" in line)
     assert "Other Qwen 3.5 files" in done.stdout and "Qwen3.5-9B-Q4_K_M.gguf" in done.stdout
@@ -315,7 +318,7 @@ def test_rm_yes_removes_one_precision_and_keeps_the_shared_projector(hub):
     done = run(cache, "rm", "9B", "--quant", "Q8_0", "--backend", "llama.cpp", "--yes")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
-    assert f"freed {modelstore.human_size(Q8)}" in done.stderr
+    assert f"freed {store.human_size(Q8)}" in done.stderr
     assert not (snapshots["gguf"] / "Qwen3.5-9B-Q8_0.gguf").exists() and not blob.exists()
     assert (snapshots["gguf"] / "mmproj-F16.gguf").exists()  # 9B Q4_K_XL still needs it
     data = json.loads(run(cache, "list", "--json", "--backend", "llama.cpp").stdout)
@@ -402,26 +405,24 @@ def test_rm_asks_on_a_terminal(hub):
 
 
 def test_select_files_by_pattern_and_what_is_missing():
-    target = modelstore.catalog_target("9B", 4, "llama.cpp")
+    target = store.catalog_target("9B", 4, "llama.cpp")
     remote = {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ, "README.md": 10}
-    selected, missing = modelstore.select_files(remote, target)
+    selected, missing = pulling.select_files(remote, target)
     assert selected == {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "mmproj-F16.gguf": MMPROJ}
     assert missing == []
-    selected, missing = modelstore.select_files({"mmproj-F16.gguf": MMPROJ}, target)
+    selected, missing = pulling.select_files({"mmproj-F16.gguf": MMPROJ}, target)
     assert missing == ["Qwen3.5-9B-UD-Q4_K_XL.gguf"]
 
-    split = modelstore.catalog_target("122B-A10B", 4, "llama.cpp")
+    split = store.catalog_target("122B-A10B", 4, "llama.cpp")
     shards = {f"UD-Q4_K_XL/Qwen3.5-122B-A10B-UD-Q4_K_XL-0000{i}-of-00003.gguf": 10 + i for i in (1, 2, 3)}
-    selected, missing = modelstore.select_files(
-        {**shards, "mmproj-F16.gguf": 1, "Q8_0/x-00001-of-00002.gguf": 5}, split
-    )
+    selected, missing = pulling.select_files({**shards, "mmproj-F16.gguf": 1, "Q8_0/x-00001-of-00002.gguf": 5}, split)
     assert sorted(selected) == sorted(shards) + ["mmproj-F16.gguf"] and missing == []
 
     # MLX repos: config and weights are required, tokenizer extras are taken when present.
-    mlx = modelstore.catalog_target("9B", 4, "mlx")
-    selected, missing = modelstore.select_files({"config.json": 1, "model.safetensors": 2, "README.md": 3}, mlx)
+    mlx = store.catalog_target("9B", 4, "mlx")
+    selected, missing = pulling.select_files({"config.json": 1, "model.safetensors": 2, "README.md": 3}, mlx)
     assert selected == {"config.json": 1, "model.safetensors": 2} and missing == []
-    _, missing = modelstore.select_files({"config.json": 1}, mlx)
+    _, missing = pulling.select_files({"config.json": 1}, mlx)
     assert missing == ["*.safetensors"]
 
 
@@ -429,8 +430,8 @@ def test_verify_sizes(tmp_path):
     (tmp_path / "a.gguf").write_bytes(b"x" * 10)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.gguf").write_bytes(b"x" * 5)
-    assert modelstore.verify_sizes(tmp_path, {"a.gguf": 10, "sub/b.gguf": 5}) == []
-    problems = modelstore.verify_sizes(tmp_path, {"a.gguf": 11, "sub/b.gguf": None, "c.gguf": 3})
+    assert pulling.verify_sizes(tmp_path, {"a.gguf": 10, "sub/b.gguf": 5}) == []
+    problems = pulling.verify_sizes(tmp_path, {"a.gguf": 11, "sub/b.gguf": None, "c.gguf": 3})
     assert [(p.path, p.expected, p.actual) for p in problems] == [("a.gguf", 11, 10), ("c.gguf", 3, None)]
     assert problems[0].describe() == "a.gguf is 10 bytes, the hub says 11"
     assert problems[1].describe() == "c.gguf is missing"
@@ -444,7 +445,7 @@ def test_gguf_models_counts_a_split_model_once():
         "mmproj-F16.gguf",
         "README.md",
     ]
-    assert modelstore.gguf_models(names) == ["Q4_K_M/m-Q4_K_M.gguf", "m-Q8_0.gguf"]
+    assert store_files.gguf_models(names) == ["Q4_K_M/m-Q4_K_M.gguf", "m-Q8_0.gguf"]
 
 
 class FakeHub:
@@ -482,10 +483,10 @@ def fake_pull(tmp_path, monkeypatch):
         cache = tmp_path / "hub"
         cache.mkdir(exist_ok=True)
         hub = FakeHub(cache, repo, files, **kwargs)
-        monkeypatch.setattr(modelstore, "remote_files", hub.remote_files)
+        monkeypatch.setattr(store_hub, "remote_files", hub.remote_files)
         monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
-        return hub, modelstore.Cache.scan(cache)
+        return hub, store.Cache.scan(cache)
 
     return install
 
@@ -495,18 +496,14 @@ def test_pull_downloads_the_selected_files_and_checks_their_sizes(fake_pull):
         GGUF_REPO, {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}
     )
     said = []
-    result = modelstore.pull(
-        modelstore.catalog_target("9B", 4, "llama.cpp"), announce=said.append, quiet=True, cache=cache
-    )
+    result = store.pull(store.catalog_target("9B", 4, "llama.cpp"), announce=said.append, quiet=True, cache=cache)
     assert hub.downloads == [["Qwen3.5-9B-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]] and hub.forced == []
     assert result.verified and result.revision == "e" * 40 and not result.already
     assert result.size == Q4 + MMPROJ
     assert [p.name for p in result.load_paths()] == ["Qwen3.5-9B-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]
     assert any("resumes" in line for line in said)
     # Everything is there now: the same pull says so.
-    again = modelstore.pull(
-        modelstore.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=modelstore.Cache.scan(cache.directory)
-    )
+    again = store.pull(store.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=store.Cache.scan(cache.directory))
     assert again.already
 
 
@@ -515,9 +512,7 @@ def test_pull_fetches_a_file_of_the_wrong_size_again_once(fake_pull):
         GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_once={"Qwen3.5-9B-Q8_0.gguf"}
     )
     said = []
-    result = modelstore.pull(
-        modelstore.catalog_target("9B", 8, "llama.cpp"), announce=said.append, quiet=True, cache=cache
-    )
+    result = store.pull(store.catalog_target("9B", 8, "llama.cpp"), announce=said.append, quiet=True, cache=cache)
     assert hub.forced == ["Qwen3.5-9B-Q8_0.gguf"]
     assert result.redownloaded == ("Qwen3.5-9B-Q8_0.gguf",)
     assert any("size check failed" in line for line in said)
@@ -528,7 +523,7 @@ def test_pull_fails_when_a_file_stays_the_wrong_size(fake_pull):
         GGUF_REPO, {"Qwen3.5-9B-Q8_0.gguf": Q8, "mmproj-F16.gguf": MMPROJ}, wrong_always={"Qwen3.5-9B-Q8_0.gguf"}
     )
     with pytest.raises(ModelUnavailableError) as caught:
-        modelstore.pull(modelstore.catalog_target("9B", 8, "llama.cpp"), quiet=True, cache=cache)
+        store.pull(store.catalog_target("9B", 8, "llama.cpp"), quiet=True, cache=cache)
     assert f"Qwen3.5-9B-Q8_0.gguf is {Q8 + 1:,} bytes, the hub says {Q8:,}" in caught.value.message
     assert caught.value.exit_code == ExitCode.MODEL_UNAVAILABLE
 
@@ -536,7 +531,7 @@ def test_pull_fails_when_a_file_stays_the_wrong_size(fake_pull):
 def test_pull_names_the_files_the_repo_lacks(fake_pull):
     hub, cache = fake_pull(GGUF_REPO, {"Qwen3.5-9B-UD-Q4_K_XL.gguf": Q4, "mmproj-BF16.gguf": MMPROJ})
     with pytest.raises(ModelUnavailableError) as caught:
-        modelstore.pull(modelstore.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=cache)
+        store.pull(store.catalog_target("9B", 4, "llama.cpp"), quiet=True, cache=cache)
     assert "has no file matching mmproj-F16.gguf" in caught.value.message
     assert hub.downloads == []
 
@@ -547,10 +542,10 @@ def test_pull_of_a_whole_gguf_repo_asks_which_model(fake_pull):
         {"Qwen_Qwen3.5-9B-Q4_K_M.gguf": 1, "Qwen_Qwen3.5-9B-Q8_0.gguf": 2, "mmproj-Qwen_Qwen3.5-9B-f16.gguf": 3},
     )
     with pytest.raises(UsageError) as caught:
-        modelstore.pull(modelstore.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF"), quiet=True, cache=cache)
+        store.pull(store.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF"), quiet=True, cache=cache)
     assert "--include" in caught.value.one_line()
-    result = modelstore.pull(
-        modelstore.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF", ["*Q4_K_M.gguf", "mmproj-*"]), quiet=True, cache=cache
+    result = store.pull(
+        store.repo_target("bartowski/Qwen_Qwen3.5-9B-GGUF", ["*Q4_K_M.gguf", "mmproj-*"]), quiet=True, cache=cache
     )
     assert [p.name for p in result.load_paths()] == ["Qwen_Qwen3.5-9B-Q4_K_M.gguf", "mmproj-Qwen_Qwen3.5-9B-f16.gguf"]
 
@@ -561,25 +556,25 @@ def test_hub_errors_become_exit_7_with_a_hint():
     from huggingface_hub.utils import OfflineModeIsEnabled
 
     response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/models/x/y"))
-    gated = modelstore._hub_error(GatedRepoError("gated", response=response), "x/y")
+    gated = store_hub.hub_error(GatedRepoError("gated", response=response), "x/y")
     assert "gated" in gated.message and "hf auth login" in gated.hint
-    missing = modelstore._hub_error(RepositoryNotFoundError("nope", response=response), "x/y")
+    missing = store_hub.hub_error(RepositoryNotFoundError("nope", response=response), "x/y")
     assert "does not exist" in missing.message
-    offline = modelstore._hub_error(OfflineModeIsEnabled("offline"), "x/y")
+    offline = store_hub.hub_error(OfflineModeIsEnabled("offline"), "x/y")
     assert "can't reach the Hugging Face hub" in offline.message
-    server = modelstore._hub_error(HfHubHTTPError("503 Service Unavailable", response=response), "x/y")
+    server = store_hub.hub_error(HfHubHTTPError("503 Service Unavailable", response=response), "x/y")
     assert "refused or failed" in server.message
     assert all(e.exit_code == ExitCode.MODEL_UNAVAILABLE for e in (gated, missing, offline, server))
-    full = modelstore._hub_error(OSError(errno.ENOSPC, "No space left on device"), "x/y")
+    full = store_hub.hub_error(OSError(errno.ENOSPC, "No space left on device"), "x/y")
     assert "disk" in full.message and full.exit_code == ExitCode.OUTPUT_ERROR
 
 
 def test_load_paths_shapes(tmp_path):
     names = ["m-Q4_K_M.gguf", "mmproj-BF16.gguf", "mmproj-F16.gguf"]
-    assert modelstore.load_paths(tmp_path, names, None) == [
+    assert store_files.load_paths(tmp_path, names, None) == [
         tmp_path / "m-Q4_K_M.gguf",
         tmp_path / "mmproj-F16.gguf",
         tmp_path / "mmproj-BF16.gguf",
     ]
-    assert modelstore.load_paths(tmp_path, ["config.json", "model.safetensors"], None) == [tmp_path]
-    assert modelstore.load_paths(tmp_path, ["README.md"], None) == [tmp_path / "README.md"]
+    assert store_files.load_paths(tmp_path, ["config.json", "model.safetensors"], None) == [tmp_path]
+    assert store_files.load_paths(tmp_path, ["README.md"], None) == [tmp_path / "README.md"]

@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from qwenocr.engines import openai as openai_backend
 from qwenocr.engines.base import GenerationSettings
 from qwenocr.engines.openai import OpenAIBackend, api_key_from_env, check_server, encode_image
+from qwenocr.engines.openai import client as openai_client
+from qwenocr.engines.openai import encode as openai_encode
+from qwenocr.engines.openai import stream as openai_stream
 from qwenocr.errors import BackendError, ExitCode, UsageError
 from tests.support.openai_fake_server import FakeOpenAIServer, image_size
 
@@ -152,13 +154,13 @@ def test_a_think_block_is_not_page_text():
     ],
 )
 def test_think_filter(pieces, expected):
-    f = openai_backend._ThinkFilter()
+    f = openai_stream._ThinkFilter()
     assert "".join(f.feed(p) for p in pieces) + f.flush() == expected
 
 
 def test_think_filter_does_not_hold_back_a_blank_loop():
     # A model stuck on newlines must reach the loop guard while it generates.
-    f = openai_backend._ThinkFilter()
+    f = openai_stream._ThinkFilter()
     out = [f.feed("\n\n") for _ in range(40)]
     assert "".join(out) == "\n\n" * 40
     assert out[-1] == "\n\n"
@@ -224,11 +226,11 @@ def test_backoff_grows_and_honours_retry_after():
 
 
 def test_retry_after_parsing():
-    assert openai_backend._retry_after("3") == 3
-    assert openai_backend._retry_after("garbage") is None
-    assert openai_backend._retry_after(None) is None
+    assert openai_client._retry_after("3") == 3
+    assert openai_client._retry_after("garbage") is None
+    assert openai_client._retry_after(None) is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= openai_backend._retry_after(future) <= 31
+    assert 25 <= openai_client._retry_after(future) <= 31
 
 
 # --- the key ---------------------------------------------------------------------------
@@ -600,7 +602,7 @@ def test_own_png_writer_is_lossless(mode, size):
     # the larger sizes span several zlib blocks (about 1 MB of rows each)
     channels = [Image.effect_noise(size, 60 + 10 * i) for i in range(3)]
     image = channels[0] if mode == "L" else Image.merge("RGB", channels)
-    decoded = Image.open(io.BytesIO(openai_backend._png(image)))
+    decoded = Image.open(io.BytesIO(openai_encode._png(image)))
     decoded.load()
     assert decoded.mode == mode and decoded.size == size
     assert decoded.tobytes() == image.tobytes()
@@ -608,5 +610,5 @@ def test_own_png_writer_is_lossless(mode, size):
 
 def test_own_png_writer_stops_past_the_limit():
     noisy = Image.effect_noise((800, 800), 80)
-    assert openai_backend._png(noisy, limit=10_000) is None
-    assert len(openai_backend._png(noisy)) > 10_000
+    assert openai_encode._png(noisy, limit=10_000) is None
+    assert len(openai_encode._png(noisy)) > 10_000

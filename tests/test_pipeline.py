@@ -17,7 +17,8 @@ from qwenocr.errors import ExitCode, InputError, UsageError
 from qwenocr.pages.document import RenderSettings, image_tokens, open_document
 from qwenocr.scan.pipeline import ScanOptions, clean_text, run_document
 from qwenocr.scan.progress import Reporter
-from qwenocr.scan.run import ScanRequest, run_scan
+from qwenocr.scan.request import ScanRequest
+from qwenocr.scan.run import run_scan
 from qwenocr.store.resolve import ModelFiles
 from tests.support import samples
 from tests.support.fake_engine import FakeBackend
@@ -339,6 +340,53 @@ def test_mode_is_part_of_the_checkpoint_key(tmp_path, pdf3):
     assert _output_settings(request, ScanOptions(mode="auto"), model) != _output_settings(
         request, ScanOptions(mode="ocr"), model
     )
+
+
+def test_each_status_is_in_one_set_and_incomplete_ones_get_a_markdown_note():
+    from qwenocr.scan import output, results
+
+    assert len(set(results.STATUSES)) == len(results.STATUSES) == 6
+    assert not set(results.GOOD_STATUSES) & set(results.INCOMPLETE_STATUSES)
+    assert set(output._MARKDOWN_NOTES) == set(results.INCOMPLETE_STATUSES)
+
+
+def test_check_records_kind_pages_and_selection(tmp_path, pdf3):
+    from qwenocr.scan.inputs import check_inputs
+
+    image = tmp_path / "scan.png"
+    samples.page_image(1).save(image)
+    checked = check_inputs(ScanRequest(inputs=[str(pdf3), str(image)], pages="1-"))
+    assert [(item.kind, item.page_count, item.page_numbers, item.error) for item in checked] == [
+        ("pdf", 3, (1, 2, 3), None),
+        ("image", 1, (1,), None),
+    ]
+
+
+def test_page_ranges_are_read_once_per_input_and_the_request_is_left_as_given(tmp_path, monkeypatch):
+    import dataclasses
+
+    from qwenocr.scan import inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    samples.write_pdf(folder / "a.pdf", pages=3)
+    samples.write_pdf(folder / "b.pdf", pages=2)
+    calls = []
+    parse = inputs.parse_page_ranges
+
+    def counting(spec, page_count):
+        calls.append(page_count)
+        return parse(spec, page_count)
+
+    monkeypatch.setattr(inputs, "parse_page_ranges", counting)
+    request = ScanRequest(inputs=[str(folder)], pages="2", output=tmp_path / "out", fmt="jsonl")
+    code = run_scan(request, io.StringIO(), Reporter(quiet=True), engine=_engine(FakeBackend()))
+    assert code == ExitCode.OK
+    assert sorted(calls) == [2, 3]
+    assert [json.loads(line)["number"] for line in (tmp_path / "out" / "a.jsonl").read_text().splitlines()] == [2]
+    assert request.inputs == [str(folder)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.inputs = []  # type: ignore[misc]
 
 
 # --- batches: directories, patterns, name clashes, several documents in flight ----------

@@ -108,6 +108,23 @@ def test_extract_accepts_an_open_page_and_leaves_it_usable():
     assert page.render(scale=0.2).to_pil().size[0] > 0
 
 
+def test_document_hands_out_its_text_layer_and_an_image_has_none(tmp_path):
+    """The scan reads a page's text layer through its Document, never through PDFium."""
+    from qwenocr.pages.document import open_document
+    from tests.support import samples
+
+    pdf = tmp_path / "mixed.pdf"
+    pdf.write_bytes(pdfs.mixed_pdf())
+    raw = pdfium.PdfDocument(pdfs.mixed_pdf())
+    with open_document(pdf) as document:
+        layers = [document.text_layer(number) for number in range(1, document.page_count + 1)]
+    assert layers == [read_page(raw[index])[0] for index in range(len(raw))]
+    image = tmp_path / "scan.png"
+    samples.page_image(1).save(image)
+    with open_document(image) as document:
+        assert document.text_layer(1) is None
+
+
 # --- assess on strings ---------------------------------------------------------------
 
 ENGLISH = " ".join(pdfs.body_lines(30))

@@ -1,11 +1,10 @@
-"""A plain description of the CLI's command tree, read from its Click/Typer objects.
+"""A plain description of the CLI's command tree, read from its Typer objects.
 
 The configuration loader (config.py) and the shell-completion generator
-(completions.py) both need to know every command, its options, which options take a
-value, their choices and which values are paths. Typer 0.29 vendors its own trimmed
-Click whose parameters carry a `type_descriptor` instead of Click's `type`; older
-Typer versions use Click itself. This module is the one place that knows both shapes
-(duck-typed, importing neither), so the rest of qwenocr sees frozen dataclasses.
+(scripts/completions.py) both need to know every command, its options, which options
+take a value, their choices and which values are paths. This module is the one place
+that reads Typer's parameter objects (the Click that Typer 0.28 carries as
+`typer._click`), duck-typed, so the rest of qwenocr sees frozen dataclasses.
 
 Nothing here imports Typer or Click: callers pass the root command object in.
 """
@@ -131,7 +130,7 @@ def coerce(option: OptionSpec, value: Any, command: Any) -> Any:
     """Convert a configured value as the option's own type would; raise ValueError if invalid.
 
     Runs only the type conversion, not the option's callback (a callback may act, as
-    --version does). File-typed options are not converted, because converting opens the file.
+    --version does). qwenocr has no file-typed option: converting one would open the file.
     """
     param = option.param
     ctx = command.context_class(command) if hasattr(command, "context_class") else None
@@ -144,25 +143,27 @@ def coerce(option: OptionSpec, value: Any, command: Any) -> Any:
             raise ValueError(f"{value!r} is not a whole number >= 0")
         return count
     if option.is_flag and isinstance(value, str):
-        # Click's own BOOL parsing rules, so QWENOCR_QUIET=yes and quiet = "on" both work.
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "t", "yes", "y", "on"):
-            return True
-        if lowered in ("0", "false", "f", "no", "n", "off", ""):
-            return False
-        raise ValueError(f"{value!r} is not a boolean (use true/false, 1/0, yes/no)")
+        flag = parse_bool(value)
+        if flag is None:
+            raise ValueError(f"{value!r} is not a boolean (use true/false, 1/0, yes/no)")
+        return flag
     if option.is_flag and not isinstance(value, bool):
         raise ValueError(f"{value!r} is not a boolean (use true or false)")
-    descriptor = getattr(param, "type_descriptor", None)
     try:
-        if descriptor is not None:  # Typer >= 0.29: its vendored Click
-            if descriptor.is_file:
-                return value
-            return param.get_runtime_param().coerce(value, param=param, ctx=ctx)
-        return param.type_cast_value(ctx, value)  # Click proper
-    except Exception as error:  # BadParameter from either Click, or pydantic's errors
+        return param.type_cast_value(ctx, value)
+    except Exception as error:  # Click's BadParameter, or whatever a custom type raises
         message = error.format_message() if hasattr(error, "format_message") else str(error)
         raise ValueError(" ".join(message.split())) from None
+
+
+def parse_bool(text: str) -> Optional[bool]:
+    """Click's own on/off words, so QWENOCR_QUIET=yes and quiet = "on" both work; None if neither."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "f", "no", "n", "off", ""):
+        return False
+    return None
 
 
 def plain_help(text: str) -> str:
@@ -219,17 +220,7 @@ def _describe_argument(param: Any) -> ArgumentSpec:
 
 
 def _value_kind(param: Any) -> Tuple[str, Tuple[str, ...]]:
-    descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is not None:  # Typer >= 0.29
-        if descriptor.choices is not None:
-            return "choice", tuple(_choice_text(c) for c in descriptor.choices)
-        if descriptor.is_file:
-            return "file", ()
-        if descriptor.is_path:
-            kind = descriptor.path_type
-            return ("dir" if kind == "dir" else "file" if kind == "file" else "path"), ()
-        return "text", ()
-    click_type = getattr(param, "type", None)  # Click's param types (Typer <= 0.28: TyperPath)
+    click_type = getattr(param, "type", None)  # Click's param types (Typer's paths are TyperPath)
     choices = getattr(click_type, "choices", None)
     if choices is not None:
         return "choice", tuple(_choice_text(c) for c in choices)

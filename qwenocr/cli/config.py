@@ -23,6 +23,7 @@ gets them with no code of its own. A bad value or an unknown key is a `UsageErro
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -49,7 +50,15 @@ class ConfigEntry(NamedTuple):
 
 
 def config_path(environ: Optional[Mapping[str, str]] = None, platform: Optional[str] = None) -> Path:
-    """Where the config file is (whether or not it exists)."""
+    """Where the config file is (whether or not it exists).
+
+    The rule is written out, not taken from platformdirs: `user_config_dir` (platformdirs
+    4.14) differs from it on each platform in some setup, and it reads only os.environ
+    and sys.platform, where this function takes both (tests give them):
+    - macOS: it honours $XDG_CONFIG_HOME, which qwenocr and its docs do not;
+    - Windows: it asks the Known Folder API (or $WIN_PD_OVERRIDE_APPDATA), not %APPDATA%;
+    - Linux: it ignores a relative $XDG_CONFIG_HOME or $HOME, which this rule uses.
+    """
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
     if environ.get(CONFIG_ENV):
@@ -99,10 +108,9 @@ def load_file(environ: Optional[Mapping[str, str]] = None, path: Optional[Path] 
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"config file {path} is not UTF-8 text") from None
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    # tomllib from Python 3.11, its original tomli before; by name, so that mypy (which
+    # checks for 3.10) needs neither installed.
+    tomllib = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -265,8 +273,8 @@ def verbosity(quiet: bool, verbose: bool, debug: bool = False, ctx: Any = None) 
     if debug:
         return 2
     if quiet and verbose:
-        quiet_flag = _source_name(ctx, "quiet") == "COMMANDLINE"
-        verbose_flag = _source_name(ctx, "verbose") == "COMMANDLINE"
+        quiet_flag = from_command_line(ctx, "quiet")
+        verbose_flag = from_command_line(ctx, "verbose")
         if quiet_flag == verbose_flag:
             raise UsageError("--quiet and --verbose contradict each other", "give one of them")
         return -1 if quiet_flag else 1
@@ -278,8 +286,9 @@ def verbosity(quiet: bool, verbose: bool, debug: bool = False, ctx: Any = None) 
 
 def _resolve_one(spec: CommandSpec, environ: Mapping[str, str], file: Optional[ConfigFile]) -> Dict[str, _Value]:
     values: Dict[str, _Value] = {}
-    for option, raw, table in _file_values(spec, file):
-        values[option.name] = _validated(spec, option, raw, f"file {file.path}", file.where(table, option.key))
+    if file is not None:
+        for option, raw, table in _file_values(spec, file):
+            values[option.name] = _validated(spec, option, raw, f"file {file.path}", file.where(table, option.key))
     for option in spec.options:
         raw = environ.get(option.envvar) if option.configurable else None
         if raw:
@@ -288,17 +297,16 @@ def _resolve_one(spec: CommandSpec, environ: Mapping[str, str], file: Optional[C
     return values
 
 
-def _file_values(leaf: CommandSpec, file: Optional[ConfigFile]):
+def _file_values(leaf: CommandSpec, file: ConfigFile) -> List[Tuple[OptionSpec, Any, Tuple[str, ...]]]:
     """(option, raw value, table) from the file for one command; deeper tables win."""
-    if file is None:
-        return []
     found: Dict[str, Tuple[OptionSpec, Any, Tuple[str, ...]]] = {}
     table: Mapping[str, Any] = file.data
-    tables = [((), table)]
+    tables: List[Tuple[Tuple[str, ...], Mapping[str, Any]]] = [((), table)]
     for depth, name in enumerate(leaf.path):
-        table = table.get(name) if isinstance(table, Mapping) else None
-        if not isinstance(table, Mapping):
+        sub = table.get(name)
+        if not isinstance(sub, Mapping):
             break
+        table = sub
         tables.append((leaf.path[: depth + 1], table))
     for table_path, table in tables:
         for key, raw in table.items():
@@ -352,6 +360,11 @@ def _validated(leaf: CommandSpec, option: OptionSpec, raw: Any, source: str, whe
         reason = re.sub(r"^Invalid value for [^:]*: ", "", str(error))
         raise UsageError(f"{setting} is not valid for {command} {option.opts[0]}: {reason}") from None
     return _Value(raw, source)
+
+
+def from_command_line(ctx: Any, name: str) -> bool:
+    """Whether the parameter `name` was given on the command line (not by env, file or default)."""
+    return _source_name(ctx, name) == "COMMANDLINE"
 
 
 def _source_name(ctx: Any, name: str) -> Optional[str]:

@@ -1,3 +1,4 @@
 """Inference engines behind one small protocol (`base.Backend`): MLX, llama.cpp and
-OpenAI-compatible servers. Each engine's library is imported only when it is built.
+OpenAI-compatible servers, built by `factory`. Each engine's library is imported only when
+it is built; what qwenocr changes inside llama-cpp-python is kept in `llamacpp_patches`.
 """

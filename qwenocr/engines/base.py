@@ -1,7 +1,8 @@
-"""The one interface every engine implements: load, run one page, close.
+"""The one interface every engine implements: run one page, say its limits, close.
 
-A backend turns (page image, prompt, settings) into text. It streams pieces of text to
-an `on_piece` callback as they are generated; the callback returns False to stop the
+A backend is built with its model already loaded (`engines.factory` builds them) and
+turns (page image, prompt, settings) into text. It streams pieces of text to an
+`on_piece` callback as they are generated; the callback returns False to stop the
 generation early (the repetition guard and the page timeout use this). Backends never
 print: anything the native library writes is kept off stdout by the caller.
 """
@@ -9,7 +10,7 @@ print: anything the native library writes is kept off stdout by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -40,12 +41,20 @@ class Generation:
     finish_reason: str = "stop"
 
 
+@runtime_checkable
 class Backend(Protocol):
-    """An inference engine with a loaded model."""
+    """An inference engine with its model loaded: everything a scan reads from one.
 
-    name: str  # "mlx", "llama.cpp", "openai", "fake"
+    tests/test_engine_contract.py checks every engine class (and the tests' fake) against
+    this list, so an attribute a caller reads cannot go missing from one engine.
+    """
+
+    name: str  # "mlx", "llama.cpp", "openai", "fake": what messages call the engine
     # How many pages may be in flight at once (1 for local engines; N for servers).
     concurrency: int
+    # The most visual tokens per page the engine accepts (pages are rendered no larger);
+    # None when the engine sets no limit of its own (a server decides for itself).
+    max_image_tokens: Optional[int]
 
     def generate(
         self,
@@ -53,6 +62,10 @@ class Backend(Protocol):
         prompt: str,
         settings: GenerationSettings,
         on_piece: Optional[PieceCallback] = None,
-    ) -> Generation: ...
+    ) -> Generation:
+        """Read one page; thread-safe up to `concurrency` calls at once."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Free the model (or the server connections); in-flight calls may fail."""
+        ...

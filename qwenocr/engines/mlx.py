@@ -8,7 +8,7 @@ code on the CPU (that is how the tests drive it). The chat template is applied w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Optional, cast
 
 from PIL import Image
 
@@ -22,7 +22,7 @@ MAX_IMAGE_TOKENS = 16384
 class MLXBackend:
     name = "mlx"
     concurrency = 1
-    max_image_tokens = MAX_IMAGE_TOKENS
+    max_image_tokens: Optional[int] = MAX_IMAGE_TOKENS
 
     def __init__(self, model_dir: Path, *, verbose: bool = False):
         try:
@@ -34,6 +34,10 @@ class MLXBackend:
                 'install it with: pip install "qwenocr[mlx]" (on Linux: "qwenocr[mlx-cpu]")',
             ) from None
         self.verbose = verbose
+        # Any: mlx-vlm annotates its functions more narrowly than what they accept (its
+        # processor protocol names methods that the loaded processors lack).
+        self.model: Any
+        self.processor: Any
         try:
             # Never run code shipped with a model: transformers refuses remote code unless
             # asked, and we say so explicitly. Weights are read from safetensors only.
@@ -44,7 +48,8 @@ class MLXBackend:
                 "check that it is an MLX model directory with its vision weights",
             ) from None
         self._config = self.model.config
-        self._mask = False  # computed on first use
+        self._mask: Any = None  # an mlx array, or None when every embedding row has a token
+        self._mask_computed = False
 
     def generate(
         self,
@@ -57,9 +62,12 @@ class MLXBackend:
         from mlx_vlm import stream_generate
         from mlx_vlm.prompt_utils import apply_chat_template
 
-        formatted = apply_chat_template(self.processor, self._config, prompt, num_images=1, enable_thinking=False)
+        # A string: messages come back only when asked for with return_messages=True.
+        formatted = cast(
+            str, apply_chat_template(self.processor, self._config, prompt, num_images=1, enable_thinking=False)
+        )
         mx.random.seed(settings.seed)
-        kwargs = dict(max_tokens=settings.max_tokens, temperature=settings.temperature)
+        kwargs: Dict[str, Any] = dict(max_tokens=settings.max_tokens, temperature=settings.temperature)
         if settings.temperature > 0:
             kwargs.update(top_p=settings.top_p, top_k=settings.top_k or None)
         if settings.repetition_penalty:
@@ -67,12 +75,13 @@ class MLXBackend:
         mask = self._unused_token_mask()
         if mask is not None:
             kwargs["logits_processors"] = [lambda tokens, logits: logits + mask]
-        pieces = []
+        pieces: List[str] = []
         tokens = 0
         prompt_tokens = None
         finish = "stop"
         try:
-            for result in stream_generate(self.model, self.processor, formatted, image=[image], **kwargs):
+            images: List[Any] = [image]  # mlx-vlm annotates `image` as paths; it takes PIL images as well
+            for result in stream_generate(self.model, self.processor, formatted, image=images, **kwargs):
                 tokens = result.generation_tokens or tokens + 1
                 prompt_tokens = result.prompt_tokens or prompt_tokens
                 if result.text:
@@ -97,7 +106,7 @@ class MLXBackend:
         decoding never picks a padding row, but sampling (the retry after a loop) can,
         and the detokenizer then fails on an id it does not know.
         """
-        if self._mask is False:
+        if not self._mask_computed:
             import mlx.core as mx
 
             tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -109,8 +118,7 @@ class MLXBackend:
                 rows = (self._config.get("text_config") or {}).get("vocab_size") or self._config.get("vocab_size")
             if rows and rows > known:
                 self._mask = mx.concatenate([mx.zeros((known,)), mx.full((rows - known,), -mx.inf)])
-            else:
-                self._mask = None
+            self._mask_computed = True
         return self._mask
 
     def close(self) -> None:

@@ -1,2 +1,1 @@
-"""`qwenocr eval`: OCR output scored against ground truth (CER/WER and text checks).
-"""
+"""`qwenocr eval`: OCR output scored against ground truth (CER/WER and text checks)."""

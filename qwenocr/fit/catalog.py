@@ -42,6 +42,10 @@ _MLX_MODE = {4: "mxfp4", 8: "8bit", 16: "bf16"}
 # subfolder named after the quant (FACTS §3); llama.cpp loads them from the first shard.
 GGUF_SPLIT_ABOVE_GB = 49.0
 GGUF_MMPROJ = "mmproj-F16.gguf"
+# What to download of an MLX repo: the config and the weights, and the tokenizer and
+# chat-template files beside them. It is catalog data (`doctor` shows it), so it is
+# stated here, once; store/files.py takes it from here (fit may not import store) and
+# says which of these files a model can't load without.
 MLX_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt"]
 
 # Q8_0 stores 32 int8 weights plus one fp16 scale per block: 8.5 bits per weight.

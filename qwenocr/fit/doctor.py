@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, TextIO
+from typing import Any, List, Optional, Protocol, TextIO, Tuple
 
 from qwenocr.errors import ExitCode, UsageError
 
@@ -66,6 +66,7 @@ def install_command(backend: str, device: str) -> str:
 
 
 def engine_status(backend: str, device: str, *, check: bool = True) -> EngineStatus:
+    modules: Tuple[str, ...]
     if backend == "mlx":
         modules, package = ("mlx", "mlx_vlm"), "mlx + mlx-vlm"
     else:
@@ -158,46 +159,21 @@ def report_dict(plan, engine: EngineStatus) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class ConfigReport:
-    """The configuration `scan` would run with: each option's value and where it came from."""
+class ReportSection(Protocol):
+    """A section the caller adds to the report: the CLI's configuration section (fit knows
+    nothing of the config layer). It goes under "config" in the JSON, after the advice
+    in the Rich report."""
 
-    file: str  # the config file's path, whether or not it exists
-    file_found: bool
-    entries: tuple  # qwenocr.cli.config.ConfigEntry
-    error: Optional[str] = None  # a bad value in the environment or the file
+    def to_dict(self) -> dict: ...
 
-    def to_dict(self) -> dict:
-        def plain(value):
-            return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
-
-        return {
-            "command": "scan",
-            "file": self.file,
-            "file_found": self.file_found,
-            "options": [{"name": e.name, "value": plain(e.value), "source": e.source} for e in self.entries],
-            "error": self.error,
-        }
-
-
-def config_report(entries) -> ConfigReport:
-    """`entries()` gives scan's effective configuration (config.effective_config_of); a
-    UsageError from it (a bad QWENOCR_* value or config file) is reported, not raised."""
-    from qwenocr.cli.config import config_path
-
-    path = config_path()
-    try:
-        found, error = tuple(entries()), None
-    except UsageError as problem:
-        found, error = (), problem.one_line()
-    return ConfigReport(str(path), path.is_file(), found, error)
+    def render(self, console: Any) -> None: ...
 
 
 def run(
     *,
     json_output: bool = False,
     out: Optional[TextIO] = None,
-    config: Optional[ConfigReport] = None,
+    config: Optional[ReportSection] = None,
     **options,
 ) -> int:
     """Build the report, write it to `out` (stdout), return the exit code."""
@@ -288,7 +264,7 @@ def _speed(c) -> str:
     return figure + ("*" if c.speed_assumed else "")
 
 
-def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigReport] = None) -> None:
+def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSection] = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -394,17 +370,8 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigRepor
         for line in plan.advice:
             console.print(f"  • {escape(line)}")
     if config is not None:
-        from qwenocr.cli.config import render_config_table
-
         console.print()
-        console.print(
-            "[bold]Configuration[/bold] (what `qwenocr scan` runs with: flag > QWENOCR_* > config file > default)"
-        )
-        console.print(f"  Config file: {escape(config.file)}" + ("" if config.file_found else " [dim](none)[/dim]"))
-        if config.error:
-            console.print(f"  [red]{escape(config.error)}[/red]")
-        else:
-            console.print(render_config_table(config.entries))
+        config.render(console)
     code = exit_code(plan, engine)
     if code:
         console.print()
@@ -415,10 +382,7 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ConfigRepor
 def check_servers(base_urls, json_output: bool = False) -> int:
     """`doctor --base-url`: does each OpenAI-compatible server answer, and with which
     models? Exit 0 when all answer, BACKEND_ERROR (11) otherwise."""
-    import json
-
     from qwenocr.engines.openai import api_key_from_env, check_server
-    from qwenocr.errors import ExitCode
 
     key = api_key_from_env()
     results = [check_server(url, key) for url in base_urls]

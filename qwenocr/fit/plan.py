@@ -306,6 +306,7 @@ def os_reserve_bytes(ram_bytes: int, device: str = "metal") -> int:
 
 
 def wired_limit_command(mb: int) -> str:
+    """The command that lets Metal wire `mb` MiB (until reboot): the one place it is written."""
     return f"sudo sysctl iogpu.wired_limit_mb={mb}"
 
 
@@ -328,7 +329,7 @@ def _budget(hw: Hardware, device: str) -> Budget:
             "default-rule": "macOS's default rule (2/3 of RAM up to 32 GiB, 3/4 above)",
         }.get(hw.metal_budget_source or "default-rule", "macOS's default rule")
         note = f"GPU budget {current / GB:.1f} GB from {source}{' (estimated)' if estimated else ''}"
-        if ceiling > current:
+        if ram and ceiling > current:  # (without RAM the ceiling is the current budget)
             note += (
                 f"; can be raised to {ceiling / GB:.1f} GB (RAM less {os_reserve_bytes(ram) / GIB:.0f} GiB for macOS)"
             )
@@ -359,9 +360,10 @@ def _budget(hw: Hardware, device: str) -> Budget:
 def _bandwidth(hw: Hardware, device: str) -> Tuple[Optional[float], bool]:
     """(GB/s the weights are read at, whether it is assumed)."""
     if device == "cuda":
-        figures = [g.bandwidth_gbps for g in hw.gpus]
-        # Layers run one GPU after another, so a split model decodes at the slowest's pace.
-        return (min(figures), False) if figures and all(figures) else (None, False)
+        figures = [g.bandwidth_gbps for g in hw.gpus if g.bandwidth_gbps]
+        # Layers run one GPU after another, so a split model decodes at the slowest's pace;
+        # one GPU of unknown bandwidth makes the pace unknown.
+        return (min(figures), False) if figures and len(figures) == len(hw.gpus) else (None, False)
     if device == "metal":
         return hw.memory_bandwidth_gbps, False
     if hw.memory_bandwidth_gbps:
@@ -546,8 +548,8 @@ def _plan_on(
     if choice is not None:
         if choice.needs_wired_limit_mb is not None:
             advice.append(
-                f"{choice.variant} {choice.quant} needs {choice.estimate_gb:.1f} GB of GPU memory but macOS lets the GPU"
-                f" use {budget.gb:.1f} GB now. Raise the limit before scanning (it resets at reboot): "
+                f"{choice.variant} {choice.quant} needs {choice.estimate_gb:.1f} GB of GPU memory but macOS lets"
+                f" the GPU use {budget.gb:.1f} GB now. Raise the limit before scanning (it resets at reboot): "
                 + wired_limit_command(choice.needs_wired_limit_mb)
             )
         if device == "metal" and budget.estimated and not hw.what_if:

@@ -175,7 +175,7 @@ def _local_background(thumb: "np.ndarray") -> "np.ndarray":
     bh, bw = sh // k, sw // k
     blocks = means[: bh * k, : bw * k].reshape(bh, k, bw, k).transpose(0, 2, 1, 3)
     medians = np.median(blocks.reshape(bh, bw, k * k), axis=2).astype(np.float32)
-    smooth = Image.fromarray(medians, "F").resize((w, h), Image.BILINEAR)
+    smooth = Image.fromarray(medians, "F").resize((w, h), Image.Resampling.BILINEAR)
     return np.rint(np.asarray(smooth)).astype(np.int16)
 
 

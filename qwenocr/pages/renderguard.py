@@ -3,10 +3,14 @@
 A PDFium call can't be interrupted from Python: a malformed or hostile page (form
 XObjects nested to draw themselves millions of times, a content stream with millions of
 operators) keeps it busy for minutes or hours, and a crash inside PDFium takes the
-interpreter with it. `RenderWorker` runs `PdfDocument.render` in a child process
-(`python -m qwenocr.pages.renderguard`) that opens the same document; the parent waits for
-each page with a deadline, and on timeout (or when the child dies) kills it, reports the
-page as an `InputError` and starts a fresh child for the next page.
+interpreter with it. `GuardedPdfDocument` is the `PdfDocument` that `open_document`
+hands out: with `RenderSettings.timeout` set (the CLI's `--render-timeout`, 120 s by
+default) its pages are rendered by a `RenderWorker`, which runs `PdfDocument.render` in
+a child process (`python -m qwenocr.pages.renderguard`) that opens the same document;
+the parent waits for each page with a deadline, and on timeout (or when the child dies)
+kills it, reports the page as an `InputError` and starts a fresh child for the next
+page. Opening the document, its page count and its text layer stay in this process:
+they are linear in the file's size.
 
 The common path stays fast: one child per document, started ahead (`prestart`: while
 the model loads, or while the document before is read) so that its start-up (about
@@ -40,13 +44,46 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
+from PIL import Image
+
 from qwenocr.errors import EncryptedError, InputError, QwenOCRError
+from qwenocr.pages.pdf import PdfDocument
+from qwenocr.pages.sizing import RenderSettings
 
 # Generous for any real page at any budget qwenocr renders (the bitmap is at most
 # 16.7 MP, 67 MB), small enough that a page asking for far more fails instead of
 # pushing the machine into swap.
 CHILD_ADDRESS_SPACE = 4 * 2**30
 _ERRORS = {"InputError": InputError, "EncryptedError": EncryptedError}
+
+
+class GuardedPdfDocument(PdfDocument):
+    """A `PdfDocument` whose pages render in a child process when `settings.timeout` is set.
+
+    The child is started on the first guarded render and lives as long as the document
+    (or until a page times out or crashes it; the next page starts a fresh one).
+    """
+
+    def __init__(self, source: Union[Path, bytes], name: str, password: Optional[str] = None):
+        self._source = source
+        self._password = password
+        self._worker: Optional[RenderWorker] = None  # set before opening: a failed open closes
+        super().__init__(source, name, password)
+
+    def render(self, number: int, settings: RenderSettings) -> Image.Image:
+        if settings.timeout is None:
+            return super().render(number, settings)
+        if self._worker is None or self._worker.timeout != settings.timeout:
+            if self._worker is not None:
+                self._worker.close()
+            self._worker = RenderWorker(self._source, self.name, self._password, settings.timeout)
+        return self._worker.render(number, settings)
+
+    def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()  # first: it can't be holding the lock, and it ends a wait
+        super().close()
 
 
 class RenderWorker:
@@ -63,9 +100,7 @@ class RenderWorker:
 
     # -- the parent's side -----------------------------------------------------------
 
-    def render(self, number: int, settings) -> "Image.Image":  # noqa: F821
-        from PIL import Image
-
+    def render(self, number: int, settings: RenderSettings) -> Image.Image:
         with self._lock:
             if self._closed:
                 raise InputError(f"{self.name}: page {number}: the document was closed")
@@ -83,7 +118,7 @@ class RenderWorker:
                 )
                 answer, data = self._receive(deadline)
                 if not answer.get("ok"):
-                    error_class = _ERRORS.get(answer.get("error"), InputError)
+                    error_class = _ERRORS.get(answer.get("error") or "", InputError)
                     raise error_class(
                         answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint")
                     )
@@ -99,8 +134,10 @@ class RenderWorker:
                 if self._closed:  # close() ended the wait: the run is stopping
                     raise InputError(f"{self.name}: page {number}: not rendered, the run is stopping") from None
                 how = f"signal {-status}" if status is not None and status < 0 else f"exit status {status}"
+                if str(gone):
+                    how += f": {gone}"
                 raise InputError(
-                    f"{self.name}: page {number} crashed the PDF renderer ({how}{': ' + str(gone) if str(gone) else ''}) and was skipped",
+                    f"{self.name}: page {number} crashed the PDF renderer ({how}) and was skipped",
                     "the page is damaged; try repairing the file, e.g. with qpdf",
                 ) from None
         return Image.frombytes("RGB", (width, height), data)
@@ -138,7 +175,7 @@ class RenderWorker:
         except (BrokenPipeError, OSError, ValueError):
             raise _ChildGone() from None
 
-    def _receive(self, deadline: float):
+    def _receive(self, deadline: float) -> tuple[dict, bytes]:
         """The child's answer (and the page's pixels) if they come before `deadline`.
 
         A thread does the blocking reads and the caller waits on it with a timeout:
@@ -149,7 +186,7 @@ class RenderWorker:
         if proc is None or proc.stdout is None:
             raise _ChildGone()
         stream = proc.stdout
-        box: "queue.Queue" = queue.Queue(maxsize=1)
+        box: queue.Queue[Union[tuple[dict, bytes], BaseException]] = queue.Queue(maxsize=1)
 
         def read() -> None:
             try:
@@ -157,7 +194,7 @@ class RenderWorker:
                 if not line.endswith(b"\n"):
                     raise _ChildGone()
                 answer = json.loads(line)
-                data = None
+                data = b""
                 if answer.get("ok"):
                     size = int(answer["width"]) * int(answer["height"]) * 3
                     data = stream.read(size)
@@ -317,8 +354,6 @@ def _child(parent: int) -> int:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if sys.platform.startswith("linux"):
         _limit_memory()
-    from qwenocr.pages.document import PdfDocument, RenderSettings
-
     # The pages go out on a private copy of stdout; descriptor 1 itself points at stderr
     # (which the parent discards), so that nothing PDFium might print can corrupt them.
     stdout = os.fdopen(os.dup(1), "wb")

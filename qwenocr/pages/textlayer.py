@@ -16,8 +16,9 @@ so that a user can see why a page went to the model. The heuristics are delibera
 conservative: a page wrongly sent to the model costs seconds; a page wrongly taken
 from a broken text layer costs correctness.
 
-PDFium is not thread-safe: callers serialise every call that touches a document (the
-pipeline holds its PDFium lock around `extract`). `assess` and `to_markdown` are pure.
+PDFium is not thread-safe: callers serialise every call that touches a document
+(`PdfDocument.text_layer` holds `PDFIUM_LOCK` around `extract` and closes the page
+after). `assess` and `to_markdown` are pure.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def extract(page: Any) -> PageText:
 
 
 def read_page(page: Any) -> Tuple[PageText, TextLayerVerdict]:
-    """`extract` then `assess`: the one call the pipeline needs (under the PDFium lock)."""
+    """`extract` then `assess`, for a page the caller holds open (under the PDFium lock)."""
     page_text = extract(page)
     return page_text, page_text.assess()
 

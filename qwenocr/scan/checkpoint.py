@@ -132,13 +132,20 @@ def _canonical(value: Any) -> Any:
 
 
 def user_cache_dir(app: str = "qwenocr") -> Path:
-    """The platform's per-user cache directory for `app` (no dependency needed)."""
+    """The platform's per-user cache directory for `app`.
+
+    Not platformdirs, although it is a dependency: it would move existing checkpoints.
+    platformdirs 4 honours $XDG_CACHE_HOME on macOS too (we keep ~/Library/Caches
+    there), asks Windows for the Local AppData known folder instead of reading
+    %LOCALAPPDATA%, and picks its platform once at import, so the paths it gives differ
+    from the ones tests/test_checkpoint.py pins for each platform.
+    """
     home = Path.home()
     if sys.platform == "darwin":
         return home / "Library" / "Caches" / app
     if os.name == "nt":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else home / "AppData" / "Local") / app / "Cache"
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else home / "AppData" / "Local") / app / "Cache"
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     # The XDG spec says to ignore a relative path.
     base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache"

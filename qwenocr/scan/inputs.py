@@ -1,8 +1,17 @@
 """`qwenocr scan`'s inputs and outputs, checked before any model is loaded.
 
-Directories and unexpanded patterns become files; every input is opened once and its
-page ranges checked, so that a bad path or a --pages beyond the end fails in
-milliseconds; -o is checked for being writable and for not being an input.
+A mistake should cost milliseconds, not the minute a model takes to load: directories
+and patterns the shell left alone become files; every input is opened once, its kind
+sniffed and its page ranges (`--pages`) read against its page count; `-o` is checked
+for being writable and for not being an input. An input that fails its check carries
+its error, so that with several inputs the others still run.
+
+What a check learns stays in its `CheckedInput` (kind, page count, the selected pages),
+so the scan does not parse a range again. The document itself is closed after the
+check and opened again for the scan: an open PDF holds its file and PDFium's parsed
+structures, an open image its decoded pixels (up to 300 MP, about 900 MB), and a
+directory of thousands of scans would hold all of them at once; opening again is
+linear in the file's size and costs milliseconds.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from qwenocr.errors import InputError, OutputError, QwenOCRError, UsageError
 from qwenocr.pages.document import IMAGE_SUFFIXES, open_document, parse_page_ranges
@@ -19,13 +28,16 @@ from qwenocr.scan.output import extension
 from qwenocr.scan.request import ScanRequest
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckedInput:
-    name: str
-    data: Optional[bytes] = None  # stdin's bytes
+    """One input after its check: what it holds, or why it can't be scanned."""
+
+    name: str  # as shown in messages and outputs ("-" for stdin)
+    data: Optional[bytes] = None  # stdin's bytes: read once, opened again for the scan
     error: Optional[QwenOCRError] = None
     kind: Optional[str] = None  # "pdf" or "image", once opened
-    done_checkpoint: Optional[object] = None  # discarded once the whole run has ended
+    page_count: int = 0
+    page_numbers: Tuple[int, ...] = ()  # the pages --pages selects (1-based, sorted)
 
 
 SUPPORTED_SUFFIXES = {".pdf"} | IMAGE_SUFFIXES
@@ -55,7 +67,7 @@ def expand_inputs(names: List[str]) -> List[str]:
     return expanded
 
 
-def output_names(items: List[CheckedInput], request: ScanRequest, several: bool) -> dict:
+def output_names(items: List[CheckedInput], request: ScanRequest, several: bool) -> Dict[str, Path]:
     """Each input's output file under -o DIR: the input's name with the format's
     extension; a name used twice (a/x.pdf, b/x.pdf) gets -2, -3… Only file names are
     used, so an input name can never place an output outside the directory."""
@@ -65,7 +77,7 @@ def output_names(items: List[CheckedInput], request: ScanRequest, several: bool)
     if not (several or out.is_dir()):
         return {items[0].name: out} if items else {}
     taken: set = set()
-    names = {}
+    names: Dict[str, Path] = {}
     for item in items:
         stem = "stdin" if item.name == "-" else Path(item.name).stem
         stem = stem.lstrip(".") or "document"
@@ -79,11 +91,17 @@ def output_names(items: List[CheckedInput], request: ScanRequest, several: bool)
 
 
 def check_inputs(request: ScanRequest) -> List[CheckedInput]:
-    if not request.inputs:
+    """The request's inputs, expanded (directories, patterns) and each one checked.
+
+    Mistakes in the command line itself (no input, stdin twice, -o that can't be
+    written) raise; an input that can't be read is returned with its error.
+    """
+    names = expand_inputs(request.inputs)
+    if not names:
         raise UsageError("no input given", "pass a PDF or image, or - for stdin")
-    if request.inputs.count("-") > 1:
+    if names.count("-") > 1:
         raise UsageError("stdin (-) can only be read once")
-    several = len(request.inputs) > 1
+    several = len(names) > 1
     if several and request.output is not None and not request.output.is_dir():
         if request.output.suffix:
             raise UsageError(
@@ -94,20 +112,18 @@ def check_inputs(request: ScanRequest) -> List[CheckedInput]:
         except OSError as error:
             raise OutputError(f"-o {request.output}: could not create the directory ({error.strerror})") from None
     if not several and request.output is not None and not request.output.is_dir():
-        _check_output_file(request.output, request.inputs)
-    checked: List[CheckedInput] = []
-    for name in request.inputs:
-        item = CheckedInput(name)
-        if name == "-":
-            item.data = sys.stdin.buffer.read()
-        try:
-            with open_document(name, request.password, item.data) as document:
-                parse_page_ranges(request.pages, document.page_count)
-                item.kind = document.kind
-        except QwenOCRError as error:
-            item.error = error
-        checked.append(item)
-    return checked
+        _check_output_file(request.output, names)
+    return [_check_input(name, request) for name in names]
+
+
+def _check_input(name: str, request: ScanRequest) -> CheckedInput:
+    data = sys.stdin.buffer.read() if name == "-" else None
+    try:
+        with open_document(name, request.password, data) as document:
+            page_numbers = parse_page_ranges(request.pages, document.page_count)
+            return CheckedInput(name, data, None, document.kind, document.page_count, tuple(page_numbers))
+    except QwenOCRError as error:
+        return CheckedInput(name, data, error)
 
 
 def _check_output_file(path: Path, inputs: List[str]) -> None:

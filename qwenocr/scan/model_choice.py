@@ -1,22 +1,29 @@
 """Which model files a scan loads: `--model` (a path or a repo id) or the hardware plan.
 
 A model that will not fit is refused here, before anything is downloaded or loaded.
+What makes a model on disk, and how its files are fetched, is the store's business
+(qwenocr/store): this module only decides which model.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
-from qwenocr.errors import UsageError
+from qwenocr.errors import InsufficientMemoryError, NothingFitsError, UsageError
 from qwenocr.scan.progress import Reporter
 from qwenocr.scan.request import ScanRequest
-from qwenocr.store.resolve import ModelFiles
+from qwenocr.store import files as model_files
+from qwenocr.store.hub import offline_requested
+from qwenocr.store.resolve import ModelFiles, resolve_local, resolve_target
+from qwenocr.store.targets import plan_target, repo_model_target
+
+if TYPE_CHECKING:
+    from qwenocr.fit.hardware import Hardware
+    from qwenocr.fit.plan import Plan
 
 
-def resolve_model(request: ScanRequest, reporter: Reporter):
-    """The model files to load, and the plan that chose them (None with --model PATH)."""
-    from qwenocr.store.resolve import guess_backend_for_repo, offline_requested, resolve_local, resolve_repo
-
+def resolve_model(request: ScanRequest, reporter: Reporter) -> "Tuple[ModelFiles, Optional[Plan]]":
+    """The model files to load, and the plan that chose them (None with --model)."""
     offline = offline_requested(request.offline)
     if request.model:
         local = resolve_local(request.model, request.mmproj)
@@ -32,76 +39,63 @@ def resolve_model(request: ScanRequest, reporter: Reporter):
             raise UsageError(
                 f"--model {request.model}: no such file or directory, and not a Hugging Face repo id (org/name)"
             )
-        backend = request.backend or guess_backend_for_repo(request.model)
-        quant = request.quant or "Q4_K_M"
-        if backend == "mlx":
-            # Weights and config are required; tokenizer and template files vary by repo.
-            patterns, mmproj, optional = (
-                ["*.safetensors", "config.json"],
-                [],
-                ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
-            )
-        else:
-            patterns, mmproj, optional = [f"*{quant}*.gguf"], ["*mmproj*"], []
-        return resolve_repo(request.model, backend, patterns, mmproj, offline, optional=optional), None
+        backend = request.backend or model_files.guess_backend_for_repo(request.model)
+        return resolve_target(repo_model_target(request.model, backend, request.quant), offline), None
 
     from qwenocr.fit.hardware import detect
-    from qwenocr.fit.plan import make_plan
 
     hardware = detect()
-    plan = make_plan(
+    plan = _plan(hardware, request, variant=request.variant, quant=request.quant)
+    if not request.force:
+        check_plan(plan, hardware, request)
+    reporter.info(
+        f"plan: {plan.variant} {plan.quant} via {plan.backend} ({plan.estimate_gb:.1f} GB of {plan.budget_gb:.1f} GB)"
+    )
+    return resolve_target(plan_target(plan), offline), plan
+
+
+def _plan(hardware: "Hardware", request: ScanRequest, *, variant: Optional[str], quant: Optional[str]) -> "Plan":
+    """The plan for this scan's page budget; `variant`/`quant` force the pick."""
+    from qwenocr.fit.plan import make_plan
+
+    return make_plan(
         hardware,
-        variant=request.variant,
-        quant=request.quant,
+        variant=variant,
+        quant=quant,
         backend=request.backend,
         max_image_tokens=request.options.render.max_image_tokens,
         max_output_tokens=request.options.generation.max_tokens,
     )
-    if not request.force:
-        check_plan(plan, hardware, request)
-    source = plan.source
-    reporter.info(
-        f"plan: {plan.variant} {plan.quant} via {plan.backend} ({plan.estimate_gb:.1f} GB of {plan.budget_gb:.1f} GB)"
-    )
-    pull = f"qwenocr models pull {plan.variant} --quant {plan.quant} --backend {plan.backend}"
-    files = resolve_repo(
-        source.repo, plan.backend, list(source.files), [source.mmproj] if source.mmproj else [], offline, pull
-    )
-    return files, plan
 
 
-def check_plan(plan, hardware, request: ScanRequest) -> None:
+def check_plan(plan: "Plan", hardware: "Hardware", request: ScanRequest) -> None:
     """Refuse, before anything is downloaded or loaded, a model that won't fit now.
 
     A load that does not fit ends in swapping for minutes or in the OOM killer, with
     nothing to show for it; saying so up front, with the option that does fit, is kinder.
     """
-    from qwenocr.errors import InsufficientMemoryError, NothingFitsError
-    from qwenocr.fit.plan import make_plan
+    from qwenocr.fit.plan import wired_limit_command
 
     overridden = bool(request.variant or request.quant)
     if plan.fits and not plan.needs_wired_limit_mb:
         return
     if plan.needs_wired_limit_mb:
-        advice = next(
-            (line for line in plan.advice if "sysctl" in line),
-            f"sudo sysctl iogpu.wired_limit_mb={plan.needs_wired_limit_mb}",
-        )
         raise InsufficientMemoryError(
             f"{plan.variant} {plan.quant} needs more GPU memory than macOS lets Metal wire now",
-            f"run `{_sysctl_command(advice, plan.needs_wired_limit_mb)}` (until reboot), pick a smaller --variant, or pass --force",
+            f"run `{wired_limit_command(plan.needs_wired_limit_mb)}` (until reboot), pick a smaller --variant,"
+            " or pass --force",
         )
     if not overridden:
         raise NothingFitsError(
             plan.reason or "no Qwen 3.5 variant fits this machine's memory",
             "run `qwenocr doctor` to see every option and why it fails",
         )
-    default = make_plan(
-        hardware,
-        backend=request.backend,
-        max_image_tokens=request.options.render.max_image_tokens,
-        max_output_tokens=request.options.generation.max_tokens,
-    )
+    # The advice names what qwenocr would pick unforced, and that is a plan of its own:
+    # a --quant such as Q8_0 implies its engine (the default may be the other one), and
+    # on NVIDIA an unforced plan falls back to the CPU when nothing fits in VRAM, so the
+    # forced plan's candidates can't answer it. It is a few hundred microseconds of
+    # arithmetic, and only on the way to this error.
+    default = _plan(hardware, request, variant=None, quant=None)
     fallback = (
         f"--variant {default.variant} --quant {default.quant} fits now"
         if default.fits
@@ -113,23 +107,15 @@ def check_plan(plan, hardware, request: ScanRequest) -> None:
     )
 
 
-def _sysctl_command(advice: str, megabytes: int) -> str:
-    import re
-
-    match = re.search(r"sudo sysctl iogpu\.wired_limit_mb=\d+", advice)
-    return match.group(0) if match else f"sudo sysctl iogpu.wired_limit_mb={megabytes}"
-
-
 def _check_local_model_fits(model: ModelFiles) -> None:
     """For --model PATH there is no plan: compare the files' size with free memory."""
     import psutil
 
-    from qwenocr.errors import InsufficientMemoryError
-
-    paths = [model.path] if model.path.is_file() else list(model.path.glob("*.safetensors"))
     if model.path.is_file():
         # A split GGUF: every shard is loaded, not just the first.
-        paths = sorted(model.path.parent.glob(_shard_glob(model.path.name))) or paths
+        paths = sorted(model.path.parent.glob(model_files.split_model_glob(model.path.name))) or [model.path]
+    else:
+        paths = list(model.path.glob(model_files.MLX_WEIGHTS))
     if model.mmproj is not None:
         paths.append(model.mmproj)
     needed = sum(p.stat().st_size for p in paths) + 2**30  # + a 1 GiB margin for activations
@@ -141,15 +127,9 @@ def _check_local_model_fits(model: ModelFiles) -> None:
         )
 
 
-def _shard_glob(name: str) -> str:
-    import re
-
-    return re.sub(r"-\d{5}-of-(\d{5})\.gguf$", r"-*-of-\1.gguf", name)
-
-
-def plan_record(plan) -> Optional[dict]:
+def plan_record(plan: "Optional[Plan]") -> Optional[dict]:
     """What the output records of the plan (None when --model named the files)."""
-    if plan is None:
+    if plan is None or plan.source is None:
         return None
     return {
         "variant": plan.variant,
@@ -157,6 +137,6 @@ def plan_record(plan) -> Optional[dict]:
         "bits": plan.bits,
         "backend": plan.backend,
         "repo": plan.source.repo,
-        "estimate_gb": round(plan.estimate_gb, 2),
+        "estimate_gb": round(plan.estimate_gb, 2) if plan.estimate_gb is not None else None,
         "budget_gb": round(plan.budget_gb, 2) if plan.budget_gb is not None else None,
     }

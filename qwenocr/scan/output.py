@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import List, Optional, TextIO
+from typing import IO, Dict, List, Optional, Tuple, Type
 
 from qwenocr import __version__
-from qwenocr.scan.results import PageResult
-
-FORMATS = ("markdown", "json", "jsonl")
+from qwenocr.scan.results import OK, REPETITION, TIMEOUT, TRUNCATED, PageResult, status_counts
 
 # Visible notes for pages whose text is not the whole page (Markdown has no status field).
 _MARKDOWN_NOTES = {
-    "repetition": "the model repeated itself; the text after the loop was dropped",
-    "truncated": "the page hit --max-tokens; the text may be incomplete",
-    "timeout": "the page hit --page-timeout; the text may be incomplete",
+    REPETITION: "the model repeated itself; the text after the loop was dropped",
+    TRUNCATED: "the page hit --max-tokens; the text may be incomplete",
+    TIMEOUT: "the page hit --page-timeout; the text may be incomplete",
 }
 
 
@@ -36,18 +34,38 @@ class DocumentInfo:
     settings: dict = field(default_factory=dict)
 
 
-def page_marker(number: int, status: str = "ok") -> str:
-    suffix = "" if status == "ok" else f" ({status})"
+def page_marker(number: int, status: str = OK) -> str:
+    suffix = "" if status == OK else f" ({status})"
     return f"<!-- page {number}{suffix} -->"
 
 
-class MarkdownWriter:
+class Writer:
+    """One output format on one stream: `begin`, `page` for each page in order, `end`
+    for each document, then `close`. What a format has no use for does nothing."""
+
+    def __init__(self, stream: IO[str], several_documents: bool = False):
+        self.stream = stream
+        self.several = several_documents
+
+    def begin(self, info: DocumentInfo) -> None:
+        pass
+
+    def page(self, result: PageResult) -> None:
+        pass
+
+    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class MarkdownWriter(Writer):
     """Pages separated by `<!-- page N -->` lines; a `<!-- document: NAME -->` line
     starts each document when several share one stream."""
 
-    def __init__(self, stream: TextIO, several_documents: bool = False):
-        self.stream = stream
-        self.several = several_documents
+    def __init__(self, stream: IO[str], several_documents: bool = False):
+        super().__init__(stream, several_documents)
         self._pages_written = 0
 
     def begin(self, info: DocumentInfo) -> None:
@@ -58,7 +76,7 @@ class MarkdownWriter:
 
     def page(self, result: PageResult) -> None:
         parts = [page_marker(result.number, result.status)]
-        if result.status == "error":
+        if result.failed:
             parts.append(f"> **qwenocr:** page {result.number} failed: {result.error}")
         elif result.text.strip():
             parts.append(result.text.strip())
@@ -69,18 +87,12 @@ class MarkdownWriter:
         self.stream.flush()
         self._pages_written += 1
 
-    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
-        pass
 
-    def close(self) -> None:
-        self.stream.flush()
-
-
-class JsonlWriter:
+class JsonlWriter(Writer):
     """One JSON object per page and line, flushed as soon as the page is done."""
 
-    def __init__(self, stream: TextIO, several_documents: bool = False):
-        self.stream = stream
+    def __init__(self, stream: IO[str], several_documents: bool = False):
+        super().__init__(stream, several_documents)
         self._source = ""
 
     def begin(self, info: DocumentInfo) -> None:
@@ -92,26 +104,14 @@ class JsonlWriter:
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
 
-    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
-        pass
 
-    def close(self) -> None:
-        self.stream.flush()
+class JsonWriter(Writer):
+    """One document object per input; an array of them when several share a stream.
+    Pages are not written one by one: the whole document is written at its end."""
 
-
-class JsonWriter:
-    """One document object per input; an array of them when several share a stream."""
-
-    def __init__(self, stream: TextIO, several_documents: bool = False):
-        self.stream = stream
-        self.several = several_documents
+    def __init__(self, stream: IO[str], several_documents: bool = False):
+        super().__init__(stream, several_documents)
         self._documents: List[dict] = []
-
-    def begin(self, info: DocumentInfo) -> None:
-        pass
-
-    def page(self, result: PageResult) -> None:
-        pass  # the whole document is written at its end
 
     def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
         document = document_object(info, results)
@@ -128,9 +128,6 @@ class JsonWriter:
 
 
 def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
-    counts: dict = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
     return {
         "source": info.source,
         "sha256": info.sha256,
@@ -141,7 +138,7 @@ def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
         "settings": info.settings,
         "totals": {
             "pages": len(results),
-            "statuses": counts,
+            "statuses": status_counts(results),
             "output_tokens": sum(r.output_tokens for r in results),
             "seconds": round(sum(r.seconds for r in results), 3),
         },
@@ -149,9 +146,20 @@ def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
     }
 
 
-def make_writer(fmt: str, stream: TextIO, several_documents: bool = False):
-    return {"markdown": MarkdownWriter, "json": JsonWriter, "jsonl": JsonlWriter}[fmt](stream, several_documents)
+# Each format's writer, and the extension of its files under -o DIR.
+_FORMATS: Dict[str, Tuple[Type[Writer], str]] = {
+    "markdown": (MarkdownWriter, ".md"),
+    "json": (JsonWriter, ".json"),
+    "jsonl": (JsonlWriter, ".jsonl"),
+}
+FORMATS = tuple(_FORMATS)
+
+
+def make_writer(fmt: str, stream: IO[str], several_documents: bool = False) -> Writer:
+    writer_class, _ = _FORMATS[fmt]
+    return writer_class(stream, several_documents)
 
 
 def extension(fmt: str) -> str:
-    return {"markdown": ".md", "json": ".json", "jsonl": ".jsonl"}[fmt]
+    _, suffix = _FORMATS[fmt]
+    return suffix

@@ -29,7 +29,7 @@ from PIL import Image
 from qwenocr.engines.base import Backend, GenerationSettings
 from qwenocr.errors import QwenOCRError
 from qwenocr.pages.document import Document, RenderSettings, image_tokens
-from qwenocr.scan.results import PageResult
+from qwenocr.scan.results import BLANK, ERROR, OK, REPETITION, TIMEOUT, TRUNCATED, PageResult
 
 DEFAULT_PROMPT = (
     "Convert this document page to Markdown. Transcribe all text exactly as written, "
@@ -39,9 +39,11 @@ DEFAULT_PROMPT = (
     "anything that is not on the page. If the page has no text, output nothing."
 )
 
-# The retry after a loop: some randomness and a mild repetition penalty break most
-# loops without changing what a faithful transcription looks like.
-RETRY_SAMPLING = dict(temperature=0.3, top_p=0.9, top_k=40, repetition_penalty=1.1)
+
+def _retry_settings(settings: GenerationSettings) -> GenerationSettings:
+    """Settings for the one retry after a loop: another seed, some randomness and a mild
+    repetition penalty, which break most loops without changing a faithful transcription."""
+    return replace(settings, seed=settings.seed + 1, temperature=0.3, top_p=0.9, top_k=40, repetition_penalty=1.1)
 
 
 @dataclass(frozen=True)
@@ -85,27 +87,22 @@ def _from_text_layer(document: Document, number: int, mode: str) -> Optional[Pag
     if mode == "ocr":
         return None
     started = time.monotonic()
-    if document.kind != "pdf":
+    from qwenocr.pages.textlayer import to_markdown
+
+    page_text = document.text_layer(number)
+    if page_text is None:  # only PDFs carry a text layer
         if mode == "text":
             return PageResult(
-                number, "", "error", source="none", error="an image has no text layer (use --mode auto or ocr)"
+                number, "", ERROR, source="none", error="an image has no text layer (use --mode auto or ocr)"
             )
         return None
-    from qwenocr.pages.document import PDFIUM_LOCK
-    from qwenocr.pages.textlayer import read_page, to_markdown
-
-    with PDFIUM_LOCK:
-        page = document.text_layer(number)
-        try:
-            page_text, verdict = read_page(page)
-        finally:
-            page.close()
+    verdict = page_text.assess()
     extra = {"text_layer": {"usable": verdict.usable, "reason": verdict.reason, "chars": verdict.chars}}
     if verdict.usable:
         return PageResult(
             number,
             to_markdown(page_text.text),
-            "ok",
+            OK,
             source="text-layer",
             seconds=time.monotonic() - started,
             attempts=0,
@@ -115,7 +112,7 @@ def _from_text_layer(document: Document, number: int, mode: str) -> Optional[Pag
         return PageResult(
             number,
             to_markdown(page_text.text),
-            "error",
+            ERROR,
             source="text-layer",
             error=f"no usable text layer: {verdict.reason} (use --mode auto or ocr)",
             seconds=time.monotonic() - started,
@@ -134,7 +131,7 @@ def run_document(
 ) -> Iterator[PageResult]:
     """Yield a PageResult for each page number, in order."""
     events = events or Events()
-    in_flight = max(1, int(getattr(backend, "concurrency", 1) or 1))
+    in_flight = max(1, backend.concurrency)
     rendered: "queue.Queue[Optional[_Rendered]]" = queue.Queue(maxsize=in_flight + 1)
     stop = threading.Event()
 
@@ -150,7 +147,7 @@ def run_document(
             # Blank detection runs here, beside the model rather than before it, so it
             # costs no wall time.
             if options.skip_blank and _is_blank(image):
-                return _Rendered(number, cached=PageResult(number, "", "blank", source="none", **_size_fields(image)))
+                return _Rendered(number, cached=PageResult(number, "", BLANK, source="none", **_size_fields(image)))
             return _Rendered(number, image=image)
         except QwenOCRError as error:
             return _Rendered(number, error=error.one_line())
@@ -190,7 +187,7 @@ def run_document(
             return item.cached
         events.page_started(item.number)
         result = process_page(item, backend, options, events)
-        if checkpoint is not None and result.status != "error":
+        if checkpoint is not None and not result.failed:
             checkpoint.put(result.number, result.to_record())
         return result
 
@@ -232,7 +229,7 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
     """One page through the model, the loop guard and one retry."""
     started = time.monotonic()
     if item.error is not None:
-        return PageResult(item.number, "", "error", source="none", error=item.error)
+        return PageResult(item.number, "", ERROR, source="none", error=item.error)
     image = item.image
     assert image is not None
     size = _size_fields(image)
@@ -243,14 +240,14 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
     for attempt in range(2 if options.retry_on_repetition else 1):
         attempts += 1
         if attempt == 1:
-            settings = replace(settings, seed=settings.seed + 1, **RETRY_SAMPLING)
+            settings = _retry_settings(settings)
         try:
             result = _generate_once(item.number, image, backend, options, settings, events)
         except QwenOCRError as error:
             return PageResult(
                 item.number,
                 "",
-                "error",
+                ERROR,
                 source="none",
                 error=error.one_line(),
                 attempts=attempts,
@@ -261,16 +258,16 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
             return PageResult(
                 item.number,
                 "",
-                "error",
+                ERROR,
                 source="none",
                 attempts=attempts,
                 error=f"the engine failed on this page: {type(error).__name__}: {error}",
                 seconds=time.monotonic() - started,
                 **size,
             )
-        if best is None or result.status != "repetition" or len(result.text) > len(best.text):
+        if best is None or result.status != REPETITION or len(result.text) > len(best.text):
             best = result
-        if result.status != "repetition":
+        if result.status != REPETITION:
             break
     assert best is not None
     best.attempts = attempts
@@ -303,13 +300,13 @@ def _generate_once(number, image, backend, options, settings, events) -> PageRes
     if not state["looped"] and guard.finish():
         state["looped"] = True
     if state["looped"]:
-        status, text = "repetition", guard.text_before_loop
+        status, text = REPETITION, guard.text_before_loop
     elif state["timed_out"]:
-        status = "timeout"
+        status = TIMEOUT
     elif generation.finish_reason == "length":
-        status = "truncated"
+        status = TRUNCATED
     else:
-        status = "ok"
+        status = OK
     return PageResult(
         number,
         clean_text(text),

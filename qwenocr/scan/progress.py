@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from qwenocr.scan.results import PageResult
+from qwenocr.scan.results import GOOD_STATUSES, PageResult, status_counts
 
 
 class _ReporterLogHandler(logging.Handler):
@@ -96,46 +96,38 @@ class Reporter:
     def page_done(self, result: PageResult) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
-        if result.status not in ("ok", "blank") and not self.quiet:
+        if result.status not in GOOD_STATUSES and not self.quiet:
             detail = f": {result.error}" if result.error else ""
             self.warn(f"page {result.number}: {result.status}{detail}")
 
-    def summary(self, finished, failed_inputs: int) -> None:
+    def summary(self, finished: Sequence[Tuple[str, Sequence[PageResult], float]], failed_inputs: int) -> None:
         """A table of the run on stderr: files, pages, statuses, pages/s."""
         if self.quiet:
             return
         from rich.table import Table
 
         table = Table(title="qwenocr scan", title_justify="left", show_edge=False)
-        for column in ("file", "pages", "ok", "blank", "other", "seconds", "pages/s"):
+        for column in ("file", "pages", *GOOD_STATUSES, "other", "seconds", "pages/s"):
             table.add_column(column, justify="left" if column == "file" else "right")
-        total_pages = total_seconds = 0.0
-        totals: dict = {}
+        total_pages = 0
+        totals: Dict[str, int] = {}
         for name, results, seconds in finished:
-            counts: dict = {}
-            for result in results:
-                counts[result.status] = counts.get(result.status, 0) + 1
-                totals[result.status] = totals.get(result.status, 0) + 1
-            other = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status not in ("ok", "blank"))
+            counts = status_counts(results)
+            for status, count in counts.items():
+                totals[status] = totals.get(status, 0) + count
             table.add_row(
                 _short(name, 40),
                 str(len(results)),
-                str(counts.get("ok", 0)),
-                str(counts.get("blank", 0)),
-                other or "-",
+                *_status_cells(counts),
                 f"{seconds:.1f}",
                 f"{len(results) / seconds:.2f}" if seconds > 0 else "-",
             )
             total_pages += len(results)
-            total_seconds += seconds
-        other = ", ".join(f"{n} {status}" for status, n in sorted(totals.items()) if status not in ("ok", "blank"))
         label = f"{len(finished)} file(s)" + (f", {failed_inputs} failed" if failed_inputs else "")
         table.add_row(
             label,
-            str(int(total_pages)),
-            str(totals.get("ok", 0)),
-            str(totals.get("blank", 0)),
-            other or "-",
+            str(total_pages),
+            *_status_cells(totals),
             f"{self._elapsed():.1f}",
             f"{total_pages / self._elapsed():.2f}" if self._elapsed() > 0 else "-",
             style="bold",
@@ -144,6 +136,12 @@ class Reporter:
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._run_started
+
+
+def _status_cells(counts: Dict[str, int]) -> List[str]:
+    """The summary's status columns: one per good status, then the others in one cell."""
+    other = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status not in GOOD_STATUSES)
+    return [str(counts.get(status, 0)) for status in GOOD_STATUSES] + [other or "-"]
 
 
 def _short(name: str, width: int = 32) -> str:

@@ -1,4 +1,11 @@
-"""What `qwenocr scan` was asked to do: the parsed command line, as one value."""
+"""What `qwenocr scan` was asked to do: the parsed command line, as one immutable value.
+
+The CLI builds a `ScanRequest` from its options and hands it to `run_scan`; from there
+every step reads it (input checks, model choice, engine loading, the page settings in
+`options`) and none changes it, so what a step sees is what the user asked for. What
+the run learns on the way (the inputs a directory expanded to, what each input holds,
+the engine's image cap) travels in values of its own (scan/inputs.py, scan/run.py).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,14 @@ from typing import List, Optional
 from qwenocr.scan.pipeline import ScanOptions
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanRequest:
-    inputs: List[str]
+    inputs: List[str]  # as given: files, directories, patterns, "-" for stdin
     output: Optional[Path] = None
     fmt: str = "markdown"
     pages: Optional[str] = None
     password: Optional[str] = None
-    backend: Optional[str] = None  # "mlx" | "llama.cpp" | None (the plan decides)
+    backend: Optional[str] = None  # "mlx" | "llama.cpp" | "openai" | None (the plan decides)
     variant: Optional[str] = None
     quant: Optional[str] = None
     model: Optional[str] = None

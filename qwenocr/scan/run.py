@@ -12,16 +12,18 @@ import contextlib
 import errno
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
+from qwenocr.engines.base import Backend, Generation
 from qwenocr.errors import ExitCode, OutputError, QwenOCRError
-from qwenocr.pages.document import Document, open_document, parse_page_ranges
+from qwenocr.pages.document import open_document
+from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, default_root, file_digest, run_key
 from qwenocr.scan.engine import connect_server, load_engine
-from qwenocr.scan.inputs import CheckedInput, check_inputs, expand_inputs, output_names
+from qwenocr.scan.inputs import CheckedInput, check_inputs, output_names
 from qwenocr.scan.model_choice import plan_record, resolve_model
-from qwenocr.scan.output import DocumentInfo, make_writer
+from qwenocr.scan.output import DocumentInfo, Writer, make_writer
 from qwenocr.scan.pipeline import Events, ScanOptions, run_document
 from qwenocr.scan.progress import Reporter
 from qwenocr.scan.request import ScanRequest
@@ -29,23 +31,55 @@ from qwenocr.scan.results import PageResult
 from qwenocr.store.resolve import ModelFiles
 
 
-def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=None) -> ExitCode:
+@dataclass(frozen=True)
+class _RunContext:
+    """What is the same for every document of one run."""
+
+    request: ScanRequest
+    options: ScanOptions  # the request's, with the render size capped at what the engine takes
+    backend: Backend  # shared by all documents (throttled when several are in flight)
+    model: ModelFiles
+    plan_record: Optional[dict]
+    settings: dict  # what changes a page's text: keys the checkpoints, recorded in outputs
+    reporter: Reporter
+    writer: Optional[Writer]  # the one writer on stdout; None when each input has its own file
+    outputs: Dict[str, Path]  # each input's file under -o, by input name
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """One input's pages, and how long they took."""
+
+    name: str
+    results: List[PageResult]
+    seconds: float
+    # Its checkpoint, once every page is done and written: discarded when the run ends.
+    spent_checkpoint: Optional[Checkpoint]
+
+
+# The tests' stand-in for planning and loading: () -> (model files, plan or None, backend).
+EngineSeam = Callable[[], Tuple[ModelFiles, Any, Backend]]
+
+
+def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: Optional[EngineSeam] = None) -> ExitCode:
     """Scan every input; return OK, or PARTIAL when some inputs or pages failed.
 
     `engine` is a seam for the pipeline tests: a callable returning (ModelFiles, plan,
     backend) to use instead of planning, resolving and loading a real model.
     """
-    request.inputs = expand_inputs(request.inputs)
     inputs = check_inputs(request)
     good = [item for item in inputs if item.error is None]
     for item in inputs:
         if item.error is not None and len(inputs) > 1:
             reporter.error(item.error.one_line())
     if not good:
-        raise inputs[0].error  # type: ignore[misc]
+        first_error = inputs[0].error
+        assert first_error is not None  # no good input: each one carries its error
+        raise first_error
 
     if request.options.mode != "text":
         _prestart_renderers(good, request)
+    backend: Backend
     if engine is not None:
         model, plan, backend = engine()
     elif request.options.mode == "text":
@@ -58,7 +92,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
         backend = load_engine(model, request, plan, reporter)
     record = plan_record(plan)
     render = request.options.render
-    engine_cap = getattr(backend, "max_image_tokens", None) or render.engine_max_tokens
+    engine_cap = backend.max_image_tokens or render.engine_max_tokens
     if render.max_image_tokens > engine_cap:
         reporter.warn(
             f"--max-image-tokens {render.max_image_tokens} is above what {backend.name} accepts; using {engine_cap}"
@@ -70,61 +104,57 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine=No
     several = len(inputs) > 1
     outputs = output_names(good, request, several)
     failed_inputs = len(inputs) - len(good)
-    finished: List[tuple] = []  # (input name, results, seconds) for the summary
-    shared_writer = None
-
-    def scan_item(item: CheckedInput, writer, throttled_backend):
-        started = time.monotonic()
-        results = _scan_one(
-            item, request, options, throttled_backend, model, record, reporter, writer, outputs.get(item.name)
-        )
-        return results, time.monotonic() - started
-
+    scanned: List[_Scanned] = []
     try:
         with reporter:
-            if request.output is None:
-                shared_writer = make_writer(request.fmt, stdout, several_documents=several)
-            slots = max(1, int(getattr(backend, "concurrency", 1) or 1))
+            writer = make_writer(request.fmt, stdout, several_documents=several) if request.output is None else None
+            slots = max(1, backend.concurrency)
             # A server backend takes several pages at once: with several inputs written
             # to separate files, keep it busy across documents, not just within one.
-            parallel_documents = min(slots, len(good)) if shared_writer is None else 1
+            parallel_documents = min(slots, len(good)) if writer is None else 1
+            run = _RunContext(
+                request=request,
+                options=options,
+                backend=_Throttled(backend, slots) if parallel_documents > 1 else backend,
+                model=model,
+                plan_record=record,
+                settings=_output_settings(request, options, model),
+                reporter=reporter,
+                writer=writer,
+                outputs=outputs,
+            )
             if parallel_documents > 1:
                 from concurrent.futures import ThreadPoolExecutor
 
-                shared_backend = _Throttled(backend, slots)
                 with ThreadPoolExecutor(max_workers=parallel_documents, thread_name_prefix="qwenocr-doc") as pool:
-                    futures = [(item, pool.submit(scan_item, item, None, shared_backend)) for item in good]
-                    for item, future in futures:
+                    futures = [pool.submit(_scan_one, item, run) for item in good]
+                    for future in futures:
                         try:
-                            results, seconds = future.result()
+                            scanned.append(future.result())
                         except QwenOCRError as error:
                             failed_inputs += 1
                             reporter.error(error.one_line())
-                            continue
-                        finished.append((item.name, results, seconds))
             else:
                 for item in good:
                     try:
-                        results, seconds = scan_item(item, shared_writer, backend)
+                        scanned.append(_scan_one(item, run))
                     except QwenOCRError as error:
                         if not several:
                             raise
                         failed_inputs += 1
                         reporter.error(error.one_line())
-                        continue
-                    finished.append((item.name, results, seconds))
-            if shared_writer is not None:
-                shared_writer.close()
+            if writer is not None:
+                writer.close()
     finally:
         backend.close()
     # Only now: had the run been interrupted on a later input, a rerun would have had to
     # read the documents finished before it all over again.
-    for item in good:
-        if item.done_checkpoint is not None:
-            item.done_checkpoint.discard()
+    for document in scanned:
+        if document.spent_checkpoint is not None:
+            document.spent_checkpoint.discard()
     if several:
-        reporter.summary(finished, failed_inputs)
-    page_errors = sum(1 for _, results, _ in finished for r in results if r.status == "error")
+        reporter.summary([(document.name, document.results, document.seconds) for document in scanned], failed_inputs)
+    page_errors = sum(1 for document in scanned for result in document.results if result.failed)
     if failed_inputs or page_errors:
         return ExitCode.PARTIAL
     return ExitCode.OK
@@ -135,8 +165,9 @@ class _NoModel:
 
     name = "none"
     concurrency = 1
+    max_image_tokens: Optional[int] = None  # no model: nothing is rendered for one
 
-    def generate(self, *args, **kwargs):  # pragma: no cover - never reached in text mode
+    def generate(self, *args: Any, **kwargs: Any) -> Generation:  # pragma: no cover - never reached in text mode
         raise RuntimeError("--mode text runs no model")
 
     def close(self) -> None:
@@ -146,14 +177,14 @@ class _NoModel:
 class _Throttled:
     """Shares one backend between documents without exceeding its pages in flight."""
 
-    def __init__(self, backend, slots: int):
+    def __init__(self, backend: Backend, slots: int):
         self._backend = backend
         self._slots = threading.BoundedSemaphore(slots)
         self.name = backend.name
         self.concurrency = slots
-        self.max_image_tokens = getattr(backend, "max_image_tokens", None)
+        self.max_image_tokens = backend.max_image_tokens
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args: Any, **kwargs: Any) -> Generation:
         with self._slots:
             return self._backend.generate(*args, **kwargs)
 
@@ -171,18 +202,14 @@ def _prestart_renderers(inputs: List[CheckedInput], request: ScanRequest) -> Non
         renderguard.prestart(pdfs)
 
 
-def _scan_one(
-    item, request, options, backend, model, record, reporter, shared_writer, out_path
-) -> List[PageResult]:
-    from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, default_root, file_digest, run_key
-
-    document: Document = open_document(item.name, request.password, item.data)
-    with document:
-        page_numbers = parse_page_ranges(request.pages, document.page_count)
+def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
+    """One checked input through the pipeline into its writer, resuming from its checkpoint."""
+    started = time.monotonic()
+    request = run.request
+    with open_document(item.name, request.password, item.data) as document:
         digest = bytes_digest(item.data) if item.data is not None else file_digest(Path(item.name))
-        settings = _output_settings(request, options, model)
         try:
-            checkpoint = Checkpoint.open(default_root(), run_key(digest, settings))
+            checkpoint = Checkpoint.open(default_root(), run_key(digest, run.settings))
         except OSError as error:
             raise OutputError(
                 f"cannot create a checkpoint in {default_root()} ({error.strerror or error})",
@@ -192,39 +219,40 @@ def _scan_one(
             checkpoint.clear()
         resumable = len(checkpoint.finished())
         if resumable:
-            reporter.info(f"{item.name}: resuming, {resumable} page(s) already done")
+            run.reporter.info(f"{item.name}: resuming, {resumable} page(s) already done")
+        page_numbers = list(item.page_numbers)
         info = DocumentInfo(
             source=item.name,
             sha256=digest,
-            page_count=document.page_count,
+            page_count=item.page_count,
             pages_selected=page_numbers,
-            model={"backend": model.backend, "model": model.label},
-            plan=record,
-            settings=settings,
+            model={"backend": run.model.backend, "model": run.model.label},
+            plan=run.plan_record,
+            settings=run.settings,
         )
         results: List[PageResult] = []
-        with _destination(out_path, shared_writer, request.fmt) as writer:
+        with _destination(run.outputs.get(item.name), run.writer, request.fmt) as writer:
             writer.begin(info)
-            reporter.start_document(item.name, len(page_numbers))
-            events = Events(tokens=reporter.tokens, page_done=reporter.page_done)
+            run.reporter.start_document(item.name, len(page_numbers))
+            events = Events(tokens=run.reporter.tokens, page_done=run.reporter.page_done)
             try:
-                for result in run_document(document, page_numbers, backend, options, checkpoint, events):
+                for result in run_document(document, page_numbers, run.backend, run.options, checkpoint, events):
                     writer.page(result)
                     results.append(result)
             finally:
                 checkpoint.close()
             writer.end(info, results)
-        if all(r.status != "error" for r in results):
-            # Done and written: the checkpoint has served its purpose once the run ends
-            # (run_scan discards it). With failed pages it stays, so a rerun retries only those.
-            item.done_checkpoint = checkpoint
-        return results
+    # Done and written: the checkpoint has served its purpose once the run ends. With
+    # failed pages it stays, so a rerun retries only those.
+    spent = checkpoint if not any(result.failed for result in results) else None
+    return _Scanned(item.name, results, time.monotonic() - started, spent)
 
 
 @contextlib.contextmanager
-def _destination(path: Optional[Path], shared_writer, fmt: str):
+def _destination(path: Optional[Path], shared_writer: Optional[Writer], fmt: str) -> Iterator[Writer]:
     """The shared stdout writer, or a writer on an atomically replaced output file."""
     if path is None:
+        assert shared_writer is not None  # no -o: run_scan made the one writer on stdout
         yield shared_writer
         return
     from qwenocr.atomicio import atomic_write

@@ -1,9 +1,14 @@
-"""A fake engine for pipeline tests: a queue of canned answers, streamed in pieces."""
+"""A fake engine for pipeline tests: a queue of canned answers, streamed in pieces.
+
+It satisfies `qwenocr.engines.base.Backend` like the real engines do
+(tests/test_engine_contract.py checks it).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import List, Optional
 
 from qwenocr.engines.base import Generation
 
@@ -12,11 +17,13 @@ class FakeBackend:
     """Answers each page with `answer(page_index, image, settings)`; streams it in pieces."""
 
     name = "fake"
+    concurrency: int
+    max_image_tokens: Optional[int] = None  # no limit of its own, as a server
 
     def __init__(self, answer=None, concurrency: int = 1, delay: float = 0.0):
         self.concurrency = concurrency
         self.delay = delay
-        self.calls = []
+        self.calls: List[tuple] = []  # (image size, settings) of each page asked for
         self.lock = threading.Lock()
         self.answer = answer or (lambda index, image, settings: f"text of call {index}")
         self.closed = False

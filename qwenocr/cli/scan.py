@@ -1,0 +1,239 @@
+"""`qwenocr scan`: the options, turned into a `ScanRequest` for qwenocr/scan/run.py."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from qwenocr.cli.options import QUIET, VERBOSE, verbosity_level, verbosity_options
+from qwenocr.fit.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan", help=_SCAN_HELP, no_args_is_help=True)(scan_command)
+
+
+_SCAN_HELP = """OCR PDFs and images (PNG, JPEG, TIFF, WebP) page by page into Markdown or JSON.
+
+The document goes to stdout (or -o); progress and messages go to stderr.
+
+[bold]Examples[/bold]
+
+  qwenocr scan report.pdf > report.md
+
+  qwenocr scan report.pdf --pages 1-3,7,10- --format json -o report.json
+
+  cat scan.pdf | qwenocr scan - --format jsonl | jq -r .text
+
+  qwenocr scan *.pdf -o out/                       one output per input
+
+  qwenocr scan a.pdf --model ./Qwen3.5-9B-Q4_K_M.gguf   a local GGUF (mmproj found beside it)
+"""
+
+
+class OutputFormat(str, enum.Enum):
+    markdown = "markdown"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class ScanBackend(str, enum.Enum):
+    mlx = "mlx"
+    llama_cpp = "llama.cpp"
+    openai = "openai"
+
+
+class ScanMode(str, enum.Enum):
+    auto = "auto"
+    ocr = "ocr"
+    text = "text"
+
+
+@verbosity_options(
+    quiet="No progress bar and no warnings on stderr.",
+    verbose="More detail on stderr, including the engine's own log.",
+)
+def scan_command(
+    ctx: typer.Context,
+    inputs: Annotated[List[str], typer.Argument(help="PDFs or images; - reads one from stdin.", show_default=False)],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output file, or directory for several inputs (default: stdout)."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+    ] = OutputFormat.markdown,
+    pages: Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read, 1-based: 1-3,7,10-")] = None,
+    max_image_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it."
+        ),
+    ] = DEFAULT_MAX_IMAGE_TOKENS,
+    dpi: Annotated[
+        Optional[float],
+        typer.Option(
+            "--dpi",
+            min=10,
+            max=1200,
+            help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).",
+        ),
+    ] = None,
+    mode: Annotated[
+        ScanMode,
+        typer.Option(
+            "--mode",
+            help="ocr: always the model; text: only the PDF's own text layer; auto: the text layer where it is"
+            " trustworthy, the model elsewhere.",
+            case_sensitive=False,
+        ),
+    ] = ScanMode.ocr,
+    backend: Annotated[
+        Optional[ScanBackend],
+        typer.Option(
+            "--backend", help="Inference engine (default: from the hardware plan); openai: an OpenAI-compatible server."
+        ),
+    ] = None,
+    base_url: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--base-url",
+            help="OpenAI-compatible server for --backend openai, e.g. http://localhost:8000/v1; repeat to spread"
+            " pages over several. The key comes from QWENOCR_API_KEY or OPENAI_API_KEY.",
+        ),
+    ] = None,
+    api_model: Annotated[
+        Optional[str], typer.Option("--api-model", help="Model name on the server (default: the first it serves).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Pages in flight with --backend openai.")
+    ] = 4,
+    variant: Annotated[
+        Optional[str],
+        typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)"),
+    ] = None,
+    quant: Annotated[
+        Optional[str],
+        typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)"),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id."),
+    ] = None,
+    mmproj: Annotated[
+        Optional[Path], typer.Option("--mmproj", help="Vision projector GGUF for --model (default: found beside it).")
+    ] = None,
+    prompt: Annotated[
+        Optional[str], typer.Option("--prompt", help="Replace the default OCR prompt (see docs/prompting.md).")
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=16, help="Most tokens generated per page.")
+    ] = DEFAULT_MAX_OUTPUT_TOKENS,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")
+    ] = 0.0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")
+    ] = 0,
+    page_timeout: Annotated[
+        Optional[float],
+        typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped."),
+    ] = None,
+    render_timeout: Annotated[
+        float,
+        typer.Option(
+            "--render-timeout",
+            min=0.0,
+            help="Seconds a PDF page may take to render (in a separate process) before it is marked error and"
+            " skipped; 0 renders in-process, without a limit.",
+        ),
+    ] = 120.0,
+    skip_blank: Annotated[
+        bool,
+        typer.Option(
+            "--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model."
+        ),
+    ] = True,
+    password: Annotated[
+        Optional[str],
+        typer.Option(
+            "--password",
+            help="Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or"
+            " --password-file).",
+        ),
+    ] = None,
+    password_file: Annotated[
+        Optional[Path], typer.Option("--password-file", help="Read the PDF password from this file.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never touch the network; fail if model files are not cached.")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Reuse pages finished by an interrupted run of the same command."),
+    ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load the model even if the memory check says it will not fit now.")
+    ] = False,
+    n_ctx: Annotated[
+        Optional[int],
+        typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget)."),
+    ] = None,
+) -> None:
+    import os
+
+    from qwenocr import interrupts
+    from qwenocr.engines.base import GenerationSettings
+    from qwenocr.errors import UsageError
+    from qwenocr.pages.document import RenderSettings
+    from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions
+    from qwenocr.scan.progress import Reporter
+    from qwenocr.scan.request import ScanRequest
+    from qwenocr.scan.run import run_scan
+    from qwenocr.stdio import protected_stdout
+
+    level = verbosity_level(ctx)
+    if password is None and password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as error:
+            raise UsageError(f"--password-file {password_file}: {error.strerror}") from None
+    if password is None:
+        password = os.environ.get("QWENOCR_PDF_PASSWORD") or None
+    options = ScanOptions(
+        prompt=prompt or DEFAULT_PROMPT,
+        generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi, timeout=render_timeout or None),
+        page_timeout=page_timeout,
+        skip_blank=skip_blank,
+        mode=mode.value,
+    )
+    request = ScanRequest(
+        inputs=list(inputs),
+        output=output,
+        fmt=fmt.value,
+        pages=pages,
+        password=password,
+        backend=backend.value if backend else None,
+        variant=variant,
+        quant=quant,
+        model=model,
+        mmproj=str(mmproj) if mmproj else None,
+        offline=offline,
+        resume=resume,
+        force=force,
+        base_urls=list(base_url or []),
+        api_model=api_model,
+        concurrency=concurrency,
+        n_ctx=n_ctx,
+        verbose=level >= VERBOSE,
+        options=options,
+    )
+    interrupts.install()  # Ctrl-C and SIGTERM end the run cleanly, even mid-page
+    reporter = Reporter(quiet=level <= QUIET, verbose=level >= VERBOSE)
+    with protected_stdout() as document_stream:
+        code = run_scan(request, document_stream, reporter)
+    raise typer.Exit(int(code))

@@ -1,0 +1,462 @@
+"""HTTP to one or more OpenAI-compatible servers: which server, how often to retry, what failed.
+
+Why it is built this way:
+- Standard library HTTP only (`http.client`), so `--backend openai` works on every
+  install, with no client SDK to version-match. One connection per request: a page
+  takes seconds, so connection set-up is noise, and nothing is shared between threads.
+- Thread-safe: the pipeline sends pages from `concurrency` threads at once. The only
+  shared state (server health, open connections) sits behind locks.
+- Failures a server recovers from (429, 5xx, 408, timeouts, resets, a stream cut
+  short) are retried with exponential backoff and jitter, honouring `Retry-After`;
+  with several servers the retry goes to another one and a failing server sits out a
+  cool-down. Client errors (other 4xx) fail at once: retrying can't fix them.
+- The API key travels only in the `Authorization` header. Every message that can reach
+  a log or an exception passes through `_redact`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+from qwenocr.errors import BackendError, UsageError
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV_VARS = ("QWENOCR_API_KEY", "OPENAI_API_KEY")
+
+# 408 and 429 are the only 4xx a retry can fix; every 5xx might be transient (a
+# restarting replica, an overloaded load balancer).
+RETRY_4XX = {408, 429}
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+# A server asking for a longer pause than this is effectively down; don't hang a run.
+RETRY_AFTER_MAX_S = 120.0
+COOLDOWN_S = 15.0
+COOLDOWN_MAX_S = 120.0
+MODELS_TIMEOUT_S = 30.0
+ERROR_BODY_LIMIT = 4096
+
+T = TypeVar("T")
+
+
+def api_key_from_env(environ: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The API key from QWENOCR_API_KEY, else OPENAI_API_KEY; None when neither is set.
+
+    Never from a command-line flag: flags show in the process list and shell history.
+    """
+    for name in API_KEY_ENV_VARS:
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+class Retryable(Exception):
+    """A failure worth another attempt (maybe on another server)."""
+
+    def __init__(self, message: str, retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+# --- servers -------------------------------------------------------------------------
+
+
+class Server:
+    """One base URL and its health."""
+
+    def __init__(self, base_url: str):
+        parts = urllib.parse.urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"not an http(s) URL: {base_url!r}",
+                hint="pass the server's base URL, e.g. --base-url http://localhost:8000/v1",
+            )
+        if parts.username or parts.password:
+            raise UsageError(
+                "the base URL contains credentials",
+                hint="put the key in QWENOCR_API_KEY instead; URLs show up in logs and process lists",
+            )
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        path = parts.path.rstrip("/")
+        # Accept the base URL with or without /v1, as users copy it from either kind of doc.
+        if not path.endswith("/v1"):
+            path += "/v1"
+        self.prefix = path
+        self.query = f"?{parts.query}" if parts.query else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.display = f"{parts.scheme}://{host}:{self.port}{self.prefix}"
+        self.cooldown_until = 0.0
+        self.failures = 0
+
+    def path(self, endpoint: str) -> str:
+        return f"{self.prefix}{endpoint}{self.query}"
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+class _Pool:
+    """Round-robin over servers, skipping those cooling down after a failure."""
+
+    def __init__(self, servers: Sequence[Server], cooldown: float, clock: Callable[[], float]):
+        self.servers = list(servers)
+        self.cooldown = cooldown
+        self.clock = clock
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def pick(self, avoid: Optional[Server] = None) -> Server:
+        with self._lock:
+            now = self.clock()
+            n = len(self.servers)
+            order = [self.servers[(self._next + i) % n] for i in range(n)]
+            healthy = [s for s in order if s.cooldown_until <= now]
+            preferred = [s for s in healthy if s is not avoid] or healthy
+            # All cooling down: the one that recovers first is the best bet.
+            chosen = preferred[0] if preferred else min(order, key=lambda s: s.cooldown_until)
+            self._next = (self.servers.index(chosen) + 1) % n
+            return chosen
+
+    def has_healthy_other(self, server: Server) -> bool:
+        with self._lock:
+            now = self.clock()
+            return any(s is not server and s.cooldown_until <= now for s in self.servers)
+
+    def failed(self, server: Server) -> None:
+        with self._lock:
+            server.failures += 1
+            pause = min(self.cooldown * 2 ** (server.failures - 1), COOLDOWN_MAX_S)
+            server.cooldown_until = self.clock() + pause
+
+    def succeeded(self, server: Server) -> None:
+        with self._lock:
+            server.failures = 0
+            server.cooldown_until = 0.0
+
+
+def server_list(base_urls: Union[str, Sequence[str]]) -> List[str]:
+    """The base URLs as a list (one may be given as a plain string); refuses none."""
+    urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+    if not urls:
+        raise UsageError("no server given", hint="pass --base-url URL (repeat it for several servers)")
+    return urls
+
+
+# --- the client ----------------------------------------------------------------------
+
+
+class ServerClient:
+    """Requests to a pool of servers with retries, cool-downs and the key kept secret."""
+
+    def __init__(
+        self,
+        base_urls: Union[str, Sequence[str]],
+        api_key: Optional[str] = None,
+        timeout: float = 600,
+        max_retries: int = 5,
+        *,
+        cooldown: float = COOLDOWN_S,
+        backoff_base: float = BACKOFF_BASE_S,
+        backoff_max: float = BACKOFF_MAX_S,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        urls = server_list(base_urls)
+        self._api_key = api_key or None
+        self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._sleep = sleep
+        self._pool = _Pool([Server(url) for url in urls], cooldown, clock)
+        self._active: set = set()
+        self._active_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def servers(self) -> List[str]:
+        return [s.display for s in self._pool.servers]
+
+    def list_models(self) -> List[str]:
+        """The models the servers serve, as the first one to answer lists them."""
+
+        def attempt(server: Server) -> List[str]:
+            timeout = min(self.timeout, MODELS_TIMEOUT_S)
+            status, headers, body = self._request(server, "GET", "/models", None, timeout)
+            self._raise_for_status(server, status, headers, body)
+            return _model_ids(body)
+
+        return self._with_retries(attempt, what="listing models")
+
+    def _with_retries(self, attempt: Callable[[Server], T], what: str) -> T:
+        server: Optional[Server] = None
+        error: Optional[Retryable] = None
+        attempts = self.max_retries + 1
+        for number in range(1, attempts + 1):
+            self._check_open()
+            server = self._pool.pick(avoid=server)
+            try:
+                result = attempt(server)
+            except Retryable as failure:
+                self._check_open()  # a close() mid-request is not a server failure
+                self._pool.failed(server)
+                error = failure
+                if number == attempts:
+                    break
+                delay = self._delay(number, failure.retry_after, self._pool.has_healthy_other(server))
+                log.warning(
+                    "%s while %s: %s; retrying in %.1f s (attempt %d of %d)",
+                    server.display,
+                    what,
+                    self._redact(failure.message),
+                    delay,
+                    number + 1,
+                    attempts,
+                )
+                if delay > 0:
+                    self._sleep(delay)
+                continue
+            self._pool.succeeded(server)
+            return result
+        assert server is not None and error is not None
+        raise BackendError(
+            self._redact(f"{server.display}: {error.message} (gave up after {attempts} attempts while {what})"),
+            hint="check that the server is up and not overloaded; see docs/scaling.md",
+        ) from None
+
+    def _delay(self, number: int, retry_after: Optional[float], other_server: bool) -> float:
+        if other_server:
+            return 0.0  # another server is healthy (a Retry-After speaks for this one only)
+        backoff = min(self.backoff_max, self.backoff_base * 2 ** (number - 1))
+        delay = backoff / 2 + random.uniform(0, backoff / 2)  # jitter: don't retry in lockstep
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+        return delay
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    def _headers(self, stream: bool) -> Dict[str, str]:
+        from qwenocr import __version__
+
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "User-Agent": f"qwenocr/{__version__}",
+        }
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _exchange(
+        self,
+        server: Server,
+        method: str,
+        endpoint: str,
+        body: Optional[bytes],
+        timeout: float,
+        read: Callable[[http.client.HTTPResponse], T],
+        *,
+        stream: bool = False,
+        tls_hint: Optional[str] = None,
+    ) -> T:
+        """One request on its own connection; `read` takes the response while it is open.
+
+        Network failures become `Retryable` (a timeout, a reset) or `BackendError` (an
+        untrusted certificate: retrying can't fix it).
+        """
+        conn = server.connect(timeout)
+        self._track(conn, True)
+        try:
+            conn.request(method, server.path(endpoint), body=body, headers=self._headers(stream=stream))
+            return read(conn.getresponse())
+        except ssl.SSLCertVerificationError as failure:
+            raise BackendError(
+                f"{server.display}: TLS certificate not trusted ({failure.verify_message})", hint=tls_hint
+            ) from None
+        except (socket.timeout, TimeoutError):
+            raise Retryable(f"no answer within {timeout:g} s") from None
+        except (http.client.HTTPException, ConnectionError, OSError) as failure:
+            raise Retryable(f"connection failed ({_describe(failure)})") from None
+        finally:
+            self._track(conn, False)
+            conn.close()
+
+    def _request(
+        self, server: Server, method: str, endpoint: str, body: Optional[bytes], timeout: float
+    ) -> Tuple[int, Any, bytes]:
+        """(status, headers, body) of one request that is read whole."""
+
+        def read(response: http.client.HTTPResponse) -> Tuple[int, Any, bytes]:
+            return response.status, response.headers, response.read()
+
+        return self._exchange(server, method, endpoint, body, timeout, read)
+
+    def _raise_for_status(self, server: Server, status: int, headers: Any, body: bytes) -> None:
+        if status == 200:
+            return
+        detail = error_detail(body)
+        message = f"HTTP {status}" + (f": {detail}" if detail else "")
+        if status in RETRY_4XX or status >= 500:
+            raise Retryable(message, retry_after=_retry_after(headers.get("Retry-After") if headers else None))
+        hints = {
+            401: "set the key in QWENOCR_API_KEY (or OPENAI_API_KEY)",
+            403: "the key is not allowed to use this server or model",
+            404: "check --base-url (the server's /v1 root) and --api-model",
+            413: "the page image is too large for the server; lower the image token budget",
+        }
+        raise BackendError(
+            self._redact(f"{server.display}: {message}"),
+            hint=hints.get(status, "the server rejected the request"),
+        )
+
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _track(self, conn: http.client.HTTPConnection, add: bool) -> None:
+        with self._active_lock:
+            (self._active.add if add else self._active.discard)(conn)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("the run was stopped", hint="the server connection was closed")
+
+    def close(self) -> None:
+        """Stop: close in-flight connections (their requests raise) and refuse new ones."""
+        self._closed = True
+        with self._active_lock:
+            connections = list(self._active)
+        for conn in connections:
+            try:
+                # shutdown() wakes a thread blocked in recv(); close() alone may not.
+                if conn.sock is not None:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+def _model_ids(body: bytes) -> List[str]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise Retryable("the server's model list was not JSON") from None
+    # OpenAI/vLLM/SGLang/Ollama: {"data": [...]}; llama.cpp's server adds "models".
+    entries = (payload.get("data") or payload.get("models") or []) if isinstance(payload, dict) else []
+    ids = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            name = entry.get("id") or entry.get("name") or entry.get("model")
+            if name:
+                ids.append(str(name))
+        elif isinstance(entry, str):
+            ids.append(entry)
+    return ids
+
+
+def error_detail(body: bytes) -> str:
+    """The server's error message in one short line."""
+    text = body.decode("utf-8", "replace")
+    try:
+        payload = json.loads(text)
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+        if isinstance(error, dict):
+            text = str(error.get("message") or error.get("detail") or error)
+        else:
+            text = str(payload.get("detail", error) if isinstance(payload, dict) else error)
+    except ValueError:
+        pass
+    text = " ".join(text.split())
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _describe(failure: BaseException) -> str:
+    text = str(failure).strip()
+    name = type(failure).__name__
+    return f"{name}: {text}" if text and len(text) < 120 else name
+
+
+# --- doctor --------------------------------------------------------------------------
+
+
+def check_server(base_url: str, api_key: Optional[str] = None, timeout: float = 10.0) -> Dict[str, Any]:
+    """Is the server at `base_url` reachable, and which models does it serve?
+
+    For `doctor --base-url`: one `GET /v1/models`, no retries. Returns
+    `{"base_url", "reachable", "status", "models", "latency_s", "error"}`; never raises
+    for network trouble (the error is in "error"), and never includes the key.
+    """
+    result: Dict[str, Any] = {
+        "base_url": base_url,
+        "reachable": False,
+        "status": None,
+        "models": [],
+        "latency_s": None,
+        "error": None,
+    }
+    try:
+        client = ServerClient([base_url], api_key=api_key, max_retries=0)
+    except UsageError as error:
+        result["error"] = error.one_line()
+        return result
+    server = client._pool.servers[0]
+    result["base_url"] = server.display
+    started = time.monotonic()
+    try:
+        status, headers, body = client._request(server, "GET", "/models", None, timeout)
+    except (Retryable, BackendError) as failure:
+        result["error"] = client._redact(getattr(failure, "message", str(failure)))
+        return result
+    result["latency_s"] = round(time.monotonic() - started, 3)
+    result["reachable"] = True
+    result["status"] = status
+    if status != 200:
+        detail = error_detail(body)
+        hint = " (set QWENOCR_API_KEY or OPENAI_API_KEY)" if status in (401, 403) else ""
+        result["error"] = client._redact(f"HTTP {status}" + (f": {detail}" if detail else "") + hint)
+        return result
+    try:
+        result["models"] = _model_ids(body)
+    except Retryable as failure:
+        result["error"] = failure.message
+    return result

@@ -1,0 +1,66 @@
+"""Which model a scan loads (qwenocr/scan/model_choice.py): the memory checks before any
+download or load, and `--model` paths, without engines or the network."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from qwenocr.errors import InsufficientMemoryError
+from qwenocr.fit.hardware import GIB, hardware_profile
+from qwenocr.fit.plan import make_plan, wired_limit_command
+from qwenocr.scan import model_choice
+from qwenocr.scan.request import ScanRequest
+from qwenocr.store.resolve import resolve_local
+
+
+def test_a_plan_that_needs_the_wired_limit_is_refused_with_its_sysctl_line():
+    hardware = hardware_profile("apple", 256, chip="M3 Ultra")
+    plan = make_plan(hardware)
+    assert plan.needs_wired_limit_mb
+    with pytest.raises(InsufficientMemoryError) as caught:
+        model_choice.check_plan(plan, hardware, ScanRequest(inputs=[]))
+    assert f"run `{wired_limit_command(plan.needs_wired_limit_mb)}` (until reboot)" in (caught.value.hint or "")
+
+
+def test_a_forced_pick_that_does_not_fit_names_what_would():
+    hardware = hardware_profile("cpu", 16)
+    request = ScanRequest(inputs=[], variant="27B")
+    plan = make_plan(hardware, variant="27B")
+    assert not plan.fits
+    default = make_plan(hardware)
+    with pytest.raises(InsufficientMemoryError) as caught:
+        model_choice.check_plan(plan, hardware, request)
+    assert caught.value.hint == f"--variant {default.variant} --quant {default.quant} fits now; --force loads it anyway"
+
+
+def _sparse(path, size):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def test_a_split_local_gguf_counts_every_shard_against_free_memory(tmp_path, monkeypatch):
+    import psutil
+
+    for i in (1, 2, 3):
+        _sparse(tmp_path / "Q4_K_M" / f"m-Q4_K_M-0000{i}-of-00003.gguf", 2 * GIB)
+    _sparse(tmp_path / "mmproj-F16.gguf", 1000)
+    model = resolve_local(str(tmp_path))
+    assert model is not None and model.path.name == "m-Q4_K_M-00001-of-00003.gguf"
+    assert model.mmproj is not None and model.mmproj.name == "mmproj-F16.gguf"
+    # Enough for the first shard, not for all three.
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=5 * GIB))
+    with pytest.raises(InsufficientMemoryError) as caught:
+        model_choice._check_local_model_fits(model)
+    assert f"{(6 * GIB + 1000 + GIB) / 1e9:.1f} GB" in caught.value.message
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=8 * GIB))
+    model_choice._check_local_model_fits(model)
+
+
+def test_a_local_mlx_folder_is_recognised_by_its_required_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    _sparse(tmp_path / "model.safetensors", 10)
+    model = resolve_local(str(tmp_path))
+    assert model is not None and model.backend == "mlx" and model.mmproj is None
