@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, List, Optional, Tuple
 import typer
 
 from qwenocr.cli.options import VERBOSE, verbosity_level, verbosity_options
-from qwenocr.fit.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
+from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 if TYPE_CHECKING:  # the config layer is imported when doctor runs, not for `qwenocr --help`
     from qwenocr.cli.config import ConfigEntry

@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from qwenocr.cli.options import QUIET, VERBOSE, verbosity_level, verbosity_options
-from qwenocr.fit.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
+from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 
 def register(app: typer.Typer) -> None:

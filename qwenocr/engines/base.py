@@ -14,6 +14,8 @@ from typing import Callable, Optional, Protocol, runtime_checkable
 
 from PIL import Image
 
+from qwenocr.defaults import DEFAULT_MAX_OUTPUT_TOKENS
+
 # Called with each new piece of text; return False to stop generating.
 PieceCallback = Callable[[str], bool]
 
@@ -22,7 +24,7 @@ PieceCallback = Callable[[str], bool]
 class GenerationSettings:
     """Decoding settings for one page. Greedy by default: OCR wants the likeliest text."""
 
-    max_tokens: int = 4096
+    max_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0

@@ -114,8 +114,9 @@ def build(
     max_output_tokens: Optional[int] = None,
 ):
     """(plan, engine status) for this machine, or for the described one."""
+    from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
     from qwenocr.fit import hardware
-    from qwenocr.fit.plan import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS, make_plan
+    from qwenocr.fit.plan import make_plan
 
     sizes = parse_vram(vram)
     if platform is None and sizes is not None:

@@ -54,6 +54,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 from qwenocr.errors import UsageError
 from qwenocr.fit import catalog
 from qwenocr.fit.catalog import GB, ModelSource, Variant
@@ -90,9 +91,6 @@ CRAWL_TOKENS_PER_S = 2.0
 BANDWIDTH_EFFICIENCY = 0.6  # decode reaches about 60 % of peak memory bandwidth
 ASSUMED_CPU_BANDWIDTH_GBPS = 25.0  # dual-channel DDR4 class; deliberately modest
 DENSE_PAGE_TOKENS = 1000  # a page of dense text, for "minutes per page" advice
-
-DEFAULT_MAX_IMAGE_TOKENS = 1536
-DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 _BACKEND_ALIASES = {
     "mlx": "mlx",

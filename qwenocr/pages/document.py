@@ -24,11 +24,10 @@ from qwenocr.errors import InputError, UsageError
 from qwenocr.pages.base import Document
 from qwenocr.pages.images import IMAGE_SUFFIXES, ImageDocument
 from qwenocr.pages.renderguard import GuardedPdfDocument
-from qwenocr.pages.sizing import DEFAULT_MAX_IMAGE_TOKENS, RenderSettings, image_tokens
+from qwenocr.pages.sizing import RenderSettings, image_tokens
 
 # What callers outside the room need, from one place.
 __all__ = [
-    "DEFAULT_MAX_IMAGE_TOKENS",
     "IMAGE_SUFFIXES",
     "Document",
     "RenderSettings",

@@ -15,12 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS
+
 # One visual token covers a 32x32 pixel block (patch 16 x spatial merge 2).
 TOKEN_SIDE = 32
 # The Qwen 3.5 processor's pixel bounds (FACTS §4): at least 64 tokens' worth.
 MIN_PIXELS = 65_536
 MAX_PIXELS = 16_777_216
-DEFAULT_MAX_IMAGE_TOKENS = 1536
 
 
 @dataclass(frozen=True)

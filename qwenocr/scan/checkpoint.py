@@ -134,7 +134,7 @@ def _canonical(value: Any) -> Any:
 def user_cache_dir(app: str = "qwenocr") -> Path:
     """The platform's per-user cache directory for `app`.
 
-    Not platformdirs, although it is a dependency: it would move existing checkpoints.
+    Not platformdirs: it would move existing checkpoints.
     platformdirs 4 honours $XDG_CACHE_HOME on macOS too (we keep ~/Library/Caches
     there), asks Windows for the Local AppData known folder instead of reading
     %LOCALAPPDATA%, and picks its platform once at import, so the paths it gives differ
