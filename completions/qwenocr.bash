@@ -6,7 +6,7 @@ _qwenocr_subcommands() {
     # $1: a command path; prints its subcommands
     case "$1" in
         "") echo 'doctor scan eval models' ;;
-        "models") echo 'list pull rm path' ;;
+        "models") echo 'list pull rm path convert' ;;
     esac
     return 0
 }
@@ -15,14 +15,15 @@ _qwenocr_options() {
     # $1: a command path; prints its options
     case "$1" in
         "") echo '--version --help' ;;
-        "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --max-image-tokens --max-output-tokens --base-url --quiet -q --verbose -v --debug --help' ;;
-        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
+        "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --family --offline --max-image-tokens --max-output-tokens --base-url --quiet -q --verbose -v --debug --help' ;;
+        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --backend --base-url --api-model --concurrency --variant --quant --family --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
         "models") echo --help ;;
         "models list") echo '--backend --all --json --quiet -q --verbose -v --debug --help' ;;
         "models pull") echo '--quant --backend --repo --include --offline --quiet -q --verbose -v --debug --help' ;;
         "models rm") echo '--quant --backend --repo --include --yes -y --quiet -q --verbose -v --debug --help' ;;
         "models path") echo '--quant --backend --repo --include --quiet -q --verbose -v --debug --help' ;;
+        "models convert") echo '--quant --output -o --family --offline --quiet -q --verbose -v --debug --help' ;;
     esac
     return 0
 }
@@ -30,7 +31,7 @@ _qwenocr_options() {
 _qwenocr_takes_value() {
     # $1: a command path, $2: an option; succeeds if the option takes a value
     case "$1 $2" in
-        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --render-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include") return 0 ;;
+        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --family"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --variant"|"scan --quant"|"scan --family"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --render-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include"|"models convert --quant"|"models convert --output"|"models convert -o"|"models convert --family") return 0 ;;
     esac
     return 1
 }
@@ -45,6 +46,7 @@ _qwenocr_option_values() {
         "doctor --variant") echo @none ;;
         "doctor --quant") echo @none ;;
         "doctor --backend") echo @none ;;
+        "doctor --family") echo @none ;;
         "doctor --max-image-tokens") echo @none ;;
         "doctor --max-output-tokens") echo @none ;;
         "doctor --base-url") echo @none ;;
@@ -60,6 +62,7 @@ _qwenocr_option_values() {
         "scan --concurrency") echo @none ;;
         "scan --variant") echo @none ;;
         "scan --quant") echo @none ;;
+        "scan --family") echo @none ;;
         "scan --model"|"scan -m") echo @none ;;
         "scan --mmproj") echo @file ;;
         "scan --prompt") echo @none ;;
@@ -85,6 +88,9 @@ _qwenocr_option_values() {
         "models path --backend") echo 'mlx llama.cpp' ;;
         "models path --repo") echo @none ;;
         "models path --include") echo @none ;;
+        "models convert --quant") echo @none ;;
+        "models convert --output"|"models convert -o") echo @none ;;
+        "models convert --family") echo @none ;;
     esac
     return 0
 }
@@ -99,6 +105,7 @@ _qwenocr_argument_values() {
         "models pull 0") echo '' ;;
         "models rm 0") echo '' ;;
         "models path 0") echo '' ;;
+        "models convert 0") echo '' ;;
     esac
     return 0
 }

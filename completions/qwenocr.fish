@@ -2,8 +2,8 @@
 # do not edit; regenerate after changing a command or an option.
 # Installation: docs/completions.md.
 
-set -g __qwenocr_commands '|doctor' '|scan' '|eval' '|models' 'models|list' 'models|pull' 'models|rm' 'models|path'
-set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'doctor|--base-url' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--render-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include'
+set -g __qwenocr_commands '|doctor' '|scan' '|eval' '|models' 'models|list' 'models|pull' 'models|rm' 'models|path' 'models|convert'
+set -g __qwenocr_value_options 'doctor|--platform' 'doctor|--memory' 'doctor|--vram' 'doctor|--chip' 'doctor|--variant' 'doctor|--quant' 'doctor|--backend' 'doctor|--family' 'doctor|--max-image-tokens' 'doctor|--max-output-tokens' 'doctor|--base-url' 'scan|--output' 'scan|-o' 'scan|--format' 'scan|-f' 'scan|--pages' 'scan|-p' 'scan|--max-image-tokens' 'scan|--dpi' 'scan|--mode' 'scan|--backend' 'scan|--base-url' 'scan|--api-model' 'scan|--concurrency' 'scan|--variant' 'scan|--quant' 'scan|--family' 'scan|--model' 'scan|-m' 'scan|--mmproj' 'scan|--prompt' 'scan|--max-tokens' 'scan|--temperature' 'scan|--seed' 'scan|--page-timeout' 'scan|--render-timeout' 'scan|--password' 'scan|--password-file' 'scan|--n-ctx' 'eval|--checks' 'eval|-c' 'models list|--backend' 'models pull|--quant' 'models pull|--backend' 'models pull|--repo' 'models pull|--include' 'models rm|--quant' 'models rm|--backend' 'models rm|--repo' 'models rm|--include' 'models path|--quant' 'models path|--backend' 'models path|--repo' 'models path|--include' 'models convert|--quant' 'models convert|--output' 'models convert|-o' 'models convert|--family'
 
 # The command path before the cursor ("", "scan", "models pull"): subcommands are
 # followed, options and their values skipped.
@@ -54,6 +54,8 @@ complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'chip' -x -d 'What-if: chip or
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'variant' -x -d 'Force a variant: 0.8B 2B 4B 9B 27B 35B-A3B 122B-A10B 397B-A17B'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'quant' -x -d 'Force a precision: 4bit 8bit bf16, or Q4_K_XL Q8_0 BF16 (llama.cpp), MXFP4 (mlx)'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'backend' -x -d 'Force the engine: mlx or llama.cpp'
+complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'family' -x -d 'Model family: 3.5, or 3.6 (27B and 35B-A3B only)'
+complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'offline' -d 'Don\'t ask the Hugging Face hub to verify the sources (also with HF_HUB_OFFLINE=1): use the cached hub facts and the data'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'max-image-tokens' -x -d 'Visual tokens per page the estimate allows for'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'max-output-tokens' -x -d 'Output tokens per page the estimate allows for'
 complete -c qwenocr -n '__qwenocr_at "doctor"' -l 'base-url' -x -d 'Check OpenAI-compatible servers instead (for scan --backend openai): do they answer, which models do they serve? Repeatable'
@@ -73,6 +75,7 @@ complete -c qwenocr -n '__qwenocr_at "scan"' -l 'api-model' -x -d 'Model name on
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'concurrency' -x -d 'Pages in flight with --backend openai'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'variant' -x -d 'Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'quant' -x -d 'Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)'
+complete -c qwenocr -n '__qwenocr_at "scan"' -l 'family' -x -d 'Model family for the plan: 3.5, or 3.6 (27B and 35B-A3B only)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'model' -s 'm' -x -d 'A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'mmproj' -r -F -d 'Vision projector GGUF for --model (default: found beside it)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'prompt' -x -d 'Replace the default OCR prompt (see docs/prompting.md)'
@@ -106,6 +109,7 @@ complete -c qwenocr -n '__qwenocr_at "models"' -a 'list' -d 'Every variant × pr
 complete -c qwenocr -n '__qwenocr_at "models"' -a 'pull' -d 'Download a model into the Hugging Face cache, then check every file\'s size against the hub'
 complete -c qwenocr -n '__qwenocr_at "models"' -a 'rm' -d 'Remove a model\'s files from the Hugging Face cache, after listing them and asking'
 complete -c qwenocr -n '__qwenocr_at "models"' -a 'path' -d 'Print where a cached model\'s files are, one path per line, for scripts'
+complete -c qwenocr -n '__qwenocr_at "models"' -a 'convert' -d 'Make an MXFP4 MLX model that keeps its vision tower, from BF16 weights, with mlx-vlm'
 complete -c qwenocr -n '__qwenocr_at "models"' -l help -d 'Show this message and exit'
 complete -c qwenocr -n '__qwenocr_at "models list"' -l 'backend' -x -a 'mlx llama.cpp' -d 'Engine whose files to use: mlx or llama.cpp'
 complete -c qwenocr -n '__qwenocr_at "models list"' -l 'all' -d 'Both engines\' files (default: this machine\'s engine)'
@@ -143,3 +147,12 @@ complete -c qwenocr -n '__qwenocr_at "models path"' -l 'verbose' -s 'v' -d 'More
 complete -c qwenocr -n '__qwenocr_at "models path"' -l 'debug' -d 'Show tracebacks for errors'
 complete -c qwenocr -n '__qwenocr_at "models path"' -l help -d 'Show this message and exit'
 complete -c qwenocr -n '__qwenocr_at "models path"' -F
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'quant' -x -d 'The quantization to make: mxfp4'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'output' -s 'o' -x -d 'The folder to write (default: <qwenocr cache>/models/Qwen3.5-SIZE-mxfp4)'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'family' -x -d 'With a SIZE: Qwen 3.5 (default) or 3.6 (27B and 35B-A3B)'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'offline' -d 'Never touch the network: a repo must be in the cache already'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'quiet' -s 'q' -d 'Nothing on stderr but errors'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'verbose' -s 'v' -d 'More detail on stderr'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l 'debug' -d 'Show tracebacks for errors'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -l help -d 'Show this message and exit'
+complete -c qwenocr -n '__qwenocr_at "models convert"' -F

@@ -10,18 +10,20 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from qwenocr.fit.catalog import (
-    BITS,
-    DELTANET_STATE_BYTES_PER_LAYER,
-    GGUF_SPLIT_ABOVE_GB,
-    KIB,
-    VARIANTS,
-    model_source,
-)
+from qwenocr.fit.catalog import BITS, DELTANET_STATE_BYTES_PER_LAYER, KIB, VARIANTS
+from qwenocr.fit.sources import FAMILY_VARIANTS, candidates, convert_command
 
 
 def _fmt(gb: float) -> str:
     return f"{gb:g}"
+
+
+def _cell(c) -> str:
+    models = c.model_files
+    if c.backend == "llama.cpp":
+        what = f"`{models[0]}`" + (f" ({len(models)} shards)" if len(models) > 1 else "")
+        return f"`{c.repo}`: {what}"
+    return f"`{c.repo}`"
 
 
 def markdown() -> str:
@@ -35,7 +37,13 @@ def markdown() -> str:
         "what the planner adds on top (see [hardware-fit.md](hardware-fit.md)): the vision",
         "projector, and the KV cache, which only the full-attention layers (one layer in four)",
         "keep. 4-bit means Unsloth's UD-Q4_K_XL GGUF for llama.cpp and MXFP4 for MLX; 8-bit",
-        "means Q8_0 / MLX 8bit; BF16 is unquantised.",
+        "means Q8_0 / MLX 8bit; BF16 is unquantised. Where the hub (or its cached facts) gives",
+        "a model's real file sizes, the planner uses those instead (docs/model-sources.md).",
+        "",
+        "For MLX the vision tower is inside the repo, so the planner never adds it on top: the",
+        "4-bit figure is taken as the whole repo (mlx 9B-4bit is 5.97 GB in total against the",
+        "table's 6; 27B-4bit 16.07 GB against 16-17: FACTS §9), and at 8-bit and BF16, where no",
+        "repo size was checked, the projector figure is added to the weights instead.",
         "",
         "| variant | type | params (active / total) | BF16 GB | 8-bit GB | 4-bit GB | vision projector GB"
         " | full-attention layers | KV per token | minimum recommended (seed 000) |",
@@ -86,25 +94,39 @@ def markdown() -> str:
         "",
         "## Model sources",
         "",
-        "GGUF (llama.cpp): one repo per variant, the projector `mmproj-F16.gguf` beside the",
-        f"model. Files over {GGUF_SPLIT_ABOVE_GB:g} GB are split into shards in a subfolder named after the quant;",
-        "llama.cpp loads a split model from its first shard. MLX: one repo per variant and",
-        "mode; it holds the vision weights too.",
+        "The candidate repos of each model, in the order they are tried, are data in",
+        "`qwenocr/fit/sources.py`, each with where the fact came from; see",
+        "[model-sources.md](model-sources.md) for how they are verified. For Qwen3.5:",
         "",
-        "| variant | GGUF repo | 4-bit | 8-bit | BF16 | MLX repos |",
-        "|---|---|---|---|---|---|",
+        "| variant | llama.cpp 4-bit | llama.cpp 8-bit | llama.cpp BF16 | MLX 4-bit (MXFP4) | MLX 8-bit | MLX BF16 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
-        gg = {b: model_source(v, b, "llama.cpp") for b in BITS}
-        mlx = ", ".join(f"`{model_source(v, b, 'mlx').repo.split('/', 1)[1]}`" for b in BITS)
-        lines.append(
-            f"| {v.name} | `{gg[4].repo}` | `{gg[4].model}` | `{gg[8].model}` | `{gg[16].model}`"
-            f" | `mlx-community/`: {mlx} |"
-        )
+        cells = []
+        for backend in ("llama.cpp", "mlx"):
+            for bits in BITS:
+                found = candidates("3.5", v.name, backend, bits)
+                if found:
+                    cells.append("<br>".join(_cell(c) for c in found))
+                elif backend == "mlx" and bits == 4:
+                    cells.append(f"none known: `{convert_command('3.5', v.name)}`")
+                else:
+                    cells.append("none known")
+        lines.append(f"| {v.name} | " + " | ".join(cells) + " |")
+    lines += ["", "Qwen3.6 (`--family 3.6`: " + " and ".join(FAMILY_VARIANTS["3.6"]) + "):", ""]
+    for name in FAMILY_VARIANTS["3.6"]:
+        for backend in ("llama.cpp", "mlx"):
+            for bits in BITS:
+                found = candidates("3.6", name, backend, bits)
+                text = ", ".join(_cell(c) for c in found) if found else "none known"
+                if not found and backend == "mlx" and bits == 4:
+                    text += f": `{convert_command('3.6', name)}`"
+                lines.append(f"- {name} {backend} {bits}-bit: {text}")
     lines += [
         "",
-        "Repo names can change and not every MLX repo may exist in every mode; a local path",
-        "or another repo id can always be given instead.",
+        "A split GGUF is fetched shard by shard and loaded from its first shard. Repo names",
+        "can change: every candidate is checked on the hub before a download, and a local path",
+        "or another repo id can always be given instead (`scan --model`).",
         "",
     ]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qwenocr.fit import catalog
+from qwenocr.fit import catalog, sources
 from scripts import memory_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,21 +101,33 @@ def test_parse_quant(text, backend, bits):
 
 
 def test_gguf_sources():
-    s = catalog.model_source("9B", 4, "llama.cpp")
+    # model_source moved to fit/sources.py (it reads the candidate data there).
+    s = sources.model_source("9B", 4, "llama.cpp")
     assert s.repo == "unsloth/Qwen3.5-9B-GGUF"
     assert s.files == ["Qwen3.5-9B-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]
     assert s.mmproj == "mmproj-F16.gguf" and not s.split
-    assert catalog.model_source("9B", 8, "llama.cpp").model == "Qwen3.5-9B-Q8_0.gguf"
-    assert catalog.model_source("9B", 16, "llama.cpp").model == "Qwen3.5-9B-BF16.gguf"
-    big = catalog.model_source("397B-A17B", 4, "llama.cpp")
+    assert sources.model_source("9B", 8, "llama.cpp").model == "Qwen3.5-9B-Q8_0.gguf"
+    assert sources.model_source("9B", 16, "llama.cpp").model == "Qwen3.5-9B-BF16.gguf"
+    big = sources.model_source("397B-A17B", 4, "llama.cpp")
     assert big.model == "UD-Q4_K_XL/Qwen3.5-397B-A17B-UD-Q4_K_XL-*.gguf" and big.split
     assert big.download_gb == pytest.approx(214 + catalog.get_variant("397B-A17B").vision_gb, abs=0.1)
 
 
 def test_mlx_sources():
-    for bits, mode in ((4, "mxfp4"), (8, "8bit"), (16, "bf16")):
-        s = catalog.model_source("27B", bits, "mlx")
-        assert s.repo == f"mlx-community/Qwen3.5-27B-{mode}"
+    # 27B at 4-bit: no MXFP4 repo with the vision tower is known (FACTS §9), so the source
+    # is a local conversion of the official weights, not a name built from a pattern.
+    s = sources.model_source("27B", 4, "mlx")
+    assert s.kind == "convert" and s.repo == "Qwen/Qwen3.5-27B"
+    for bits, mode in ((8, "8bit"), (16, "bf16")):
+        s = sources.model_source("27B", bits, "mlx")
+        assert s.kind == "hub" and s.repo == f"mlx-community/Qwen3.5-27B-{mode}"
         assert s.mmproj is None and "*.safetensors" in s.files
     with pytest.raises(ValueError):
-        catalog.model_source("27B", 4, "vllm")
+        sources.model_source("27B", 4, "vllm")
+
+
+def test_mlx_table_figure_holds_the_vision_tower_at_4bit():
+    # FACTS §9: mlx 9B-4bit is 5.97 GB with its vision tower; the table says 6.
+    v = catalog.get_variant("9B")
+    assert v.mlx_gb(4) == v.weights_gb(4) == 6
+    assert v.mlx_gb(8) == pytest.approx(v.weights_gb(8) + v.vision_gb, abs=0.01)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from qwenocr import paths
 from qwenocr.scan import checkpoint as cp
 from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, file_digest, prune, run_key
 
@@ -367,14 +368,14 @@ def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert cp.default_root() == tmp_path / "c" / "checkpoints"
     monkeypatch.delenv("QWENOCR_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(cp.sys, "platform", "linux")
+    monkeypatch.setattr(paths.sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cp.default_root() == tmp_path / "xdg" / "qwenocr" / "checkpoints"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     assert cp.default_root() == tmp_path / ".cache" / "qwenocr" / "checkpoints"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cp.default_root() == tmp_path / ".cache" / "qwenocr" / "checkpoints"
-    monkeypatch.setattr(cp.sys, "platform", "darwin")
+    monkeypatch.setattr(paths.sys, "platform", "darwin")
     assert cp.default_root() == tmp_path / "Library" / "Caches" / "qwenocr" / "checkpoints"
 
 

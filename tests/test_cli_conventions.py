@@ -67,6 +67,12 @@ COMMANDS: Dict[str, Case] = {
     "models pull": Case(["models", "pull", "7B"], ExitCode.USAGE, "unknown variant '7B'", ["models", "pull", "9B"]),
     "models rm": Case(["models", "rm", "7B"], ExitCode.USAGE, "unknown variant '7B'", ["models", "rm", "9B"]),
     "models path": Case(["models", "path", "7B"], ExitCode.USAGE, "unknown variant '7B'", ["models", "path", "9B"]),
+    "models convert": Case(
+        ["models", "convert", "7B"],
+        ExitCode.USAGE,
+        "7B: neither a local folder",
+        ["models", "convert", "9B", "--offline"],
+    ),
 }
 
 

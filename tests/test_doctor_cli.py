@@ -116,7 +116,10 @@ def test_what_if_apple_256_gives_the_sysctl_line():
     assert mb and any(f"sudo sysctl iogpu.wired_limit_mb={mb}" in a for a in data["advice"])
     text = run("doctor", "--platform", "apple", "--memory", "256").stdout
     assert f"sudo sysctl iogpu.wired_limit_mb={mb}" in text
-    assert "mlx-community/Qwen3.5-397B-A17B-mxfp4" in text
+    # No hub repo has 397B MXFP4 with its vision tower (FACTS §9): the report offers the
+    # conversion, not a repo name built from a pattern.
+    assert "mlx-community/Qwen3.5-397B-A17B-mxfp4" not in text
+    assert "qwenocr models convert Qwen/Qwen3.5-397B-A17B --quant mxfp4" in text
 
 
 def test_what_if_cuda_report_names_the_install_command():

@@ -71,7 +71,10 @@ def test_list_json_shows_what_is_cached_and_its_size(hub):
     data = json.loads(done.stdout)
     assert data["cache_dir"] == str(cache.resolve())
     assert set(data["backends"]) == {"mlx", "llama.cpp"}
-    assert len(data["models"]) == 8 * 3 * 2
+    # Every variant x precision x engine with a known hub repo: none holds an MLX 4-bit
+    # with its vision tower for 27B and up, nor an MLX bf16 of 397B (FACTS §9; doctor
+    # offers `models convert` there).
+    assert len(data["models"]) == 8 * 3 * 2 - 5
 
     (q4,) = rows(data, variant="9B", backend="llama.cpp", bits=4)
     assert q4["status"] == "cached" and q4["quant"] == "Q4_K_XL"
@@ -578,3 +581,23 @@ def test_load_paths_shapes(tmp_path):
     ]
     assert store_files.load_paths(tmp_path, ["config.json", "model.safetensors"], None) == [tmp_path]
     assert store_files.load_paths(tmp_path, ["README.md"], None) == [tmp_path / "README.md"]
+
+
+def test_models_help_offers_convert_and_the_registry_ignores_gone_folders(tmp_path):
+    from qwenocr.store import registry
+
+    done = subprocess.run([sys.executable, "-m", "qwenocr", "models", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "convert" in done.stdout
+    # What `models convert` registers, `find_converted` finds; once the folder is gone, not.
+    folder = tmp_path / "Qwen3.5-27B-mxfp4"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    registry.register(folder, family="3.5", variant="27B", quant="mxfp4", source="Qwen/Qwen3.5-27B")
+    assert registry.find_converted("3.5", "27b", "MXFP4") == folder.resolve()
+    assert registry.find_converted("3.6", "27B", "mxfp4") is None
+    assert [e.variant for e in registry.registered()] == ["27B"]
+    (folder / "config.json").unlink()
+    folder.rmdir()
+    assert registry.find_converted("3.5", "27B", "mxfp4") is None and registry.registered() == []
+    registry.registry_path().write_text("not json")  # a damaged registry reads as empty
+    assert registry.registered() == []

@@ -116,7 +116,9 @@ def test_policy_invariants(row):
 def test_m3_ultra_256_needs_the_wired_limit_and_says_exactly_how():
     p = make_plan(apple(256, "M3 Ultra"))
     assert (p.variant, p.quant, p.bits, p.backend) == ("397B-A17B", "MXFP4", 4, "mlx")
-    assert p.source.repo == "mlx-community/Qwen3.5-397B-A17B-mxfp4"
+    # No hub repo has 397B in MXFP4 with its vision tower (FACTS §9): a convert plan, never a pattern guess.
+    assert p.source.kind == "convert" and p.source.repo == "Qwen/Qwen3.5-397B-A17B"
+    assert p.source.command == "qwenocr models convert Qwen/Qwen3.5-397B-A17B --quant mxfp4"
     mb = p.needs_wired_limit_mb
     assert mb % 1024 == 0
     # Enough for the estimate, within RAM less what macOS keeps.

@@ -54,6 +54,18 @@ def doctor_command(
         ),
     ] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Force the engine: mlx or llama.cpp.")] = None,
+    family: Annotated[
+        str,
+        typer.Option("--family", help="Model family: 3.5, or 3.6 (27B and 35B-A3B only)."),
+    ] = "3.5",
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Don't ask the Hugging Face hub to verify the sources (also with HF_HUB_OFFLINE=1):"
+            " use the cached hub facts and the data.",
+        ),
+    ] = False,
     max_image_tokens: Annotated[
         int, typer.Option("--max-image-tokens", min=64, help="Visual tokens per page the estimate allows for.")
     ] = DEFAULT_MAX_IMAGE_TOKENS,
@@ -74,6 +86,8 @@ def doctor_command(
     Shows the hardware found, the estimate for each model (weights + vision projector +
     KV cache at the OCR context + activations + margin) and why it fits or not, the
     choice `scan` will use, the files it downloads, and whether the engine is installed.
+    The chosen model's candidate repos are checked on the hub first (a few seconds at
+    most; not with --offline): see docs/model-sources.md.
 
     [bold]Examples[/bold]
 
@@ -84,12 +98,17 @@ def doctor_command(
       qwenocr doctor --platform cuda --vram 48,48
       qwenocr doctor --platform cpu --memory 24
       qwenocr doctor --variant 27B --quant 8bit
+      qwenocr doctor --family 3.6 --offline
       qwenocr doctor --base-url http://gpu-box:8000/v1
 
     Exit codes: 0 a model fits and its engine is installed; 5 nothing fits; 6 the engine
     is missing (see docs/exit-codes.md).
     """
+    import functools
+
     from qwenocr.fit import doctor
+    from qwenocr.store.hub import offline_requested
+    from qwenocr.store.verify import verified_plan
 
     started = time.perf_counter()
     if base_url:
@@ -106,6 +125,8 @@ def doctor_command(
             variant=variant,
             quant=quant,
             backend=backend,
+            family=family,
+            planner=functools.partial(verified_plan, offline=offline_requested(offline)),
             max_image_tokens=max_image_tokens,
             max_output_tokens=max_output_tokens,
         )

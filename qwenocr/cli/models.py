@@ -354,3 +354,123 @@ def models_path_command(
     found = store.locate(cache, target)
     for path in found.load_paths():
         typer.echo(str(path))
+
+
+_CONVERT_HELP = """Make an MXFP4 MLX model that keeps its vision tower, from BF16 weights, with mlx-vlm.
+
+SOURCE is a Qwen 3.5 size (the official Qwen/Qwen3.5-SIZE weights; with --family 3.6 \
+Qwen/Qwen3.6-27B or -35B-A3B), a Hugging Face repo id, or a local Hugging Face folder \
+(config.json + *.safetensors). A repo is downloaded into the Hugging Face cache first \
+(resumable). Free disk space for the download and the result is checked before anything \
+starts. The result is written to a temporary folder, checked (vision weights, mxfp4 with \
+group size 32), then moved into place: an interrupted conversion leaves nothing behind. \
+It is registered, so `qwenocr scan` and `qwenocr doctor` find it; its path goes to stdout.
+
+[bold]Examples[/bold]
+
+  qwenocr models convert 27B
+
+  qwenocr models convert 35B-A3B --family 3.6
+
+  qwenocr models convert ~/models/Qwen3.5-9B -o ~/models/Qwen3.5-9B-mxfp4
+
+  qwenocr scan a.pdf --model "$(qwenocr models convert 27B)"
+
+Exit codes: 0 done (or already converted); 2 usage; 4 not enough disk space (both \
+numbers in the message); 6 mlx-vlm is not installed; 7 the source is missing, \
+unreachable or not a Qwen 3.5-family vision checkpoint; 11 mlx-vlm failed.
+"""
+
+
+@models_app.command("convert", help=_CONVERT_HELP)
+@_verbosity_options
+def models_convert_command(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE", help="A Qwen 3.5 size (27B), a repo id (ORG/NAME) or a local Hugging Face folder."
+        ),
+    ],
+    quant: Annotated[str, typer.Option("--quant", help="The quantization to make: mxfp4.")] = "mxfp4",
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--output",
+            "-o",
+            help="The folder to write (default: <qwenocr cache>/models/Qwen3.5-SIZE-mxfp4).",
+            show_default=False,
+        ),
+    ] = None,
+    family: Annotated[
+        Optional[str],
+        typer.Option("--family", help="With a SIZE: Qwen 3.5 (default) or 3.6 (27B and 35B-A3B).", show_default=False),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never touch the network: a repo must be in the cache already.")
+    ] = False,
+) -> None:
+    import time
+    from pathlib import Path
+
+    from qwenocr import stdio
+    from qwenocr.cli.config import from_command_line
+    from qwenocr.store import convert as converting
+    from qwenocr.store import human_size, offline_requested
+
+    level = verbosity_level(ctx)
+    say = _say(level)
+    # --quant and --output of scan may be set by QWENOCR_QUANT / QWENOCR_OUTPUT or the
+    # config file; they mean something else there, so only the command line counts here.
+    quant_name = quant if from_command_line(ctx, "quant") else "mxfp4"
+    out = Path(output) if output is not None and from_command_line(ctx, "output") else None
+    start = time.monotonic()
+    with stdio.protected_stdout() as real_stdout, _convert_status(level) as phase:
+        result = converting.convert(
+            source,
+            quant_name,
+            out,
+            family=family,
+            offline=offline_requested(offline),
+            phase=phase,
+            echo=(lambda line: typer.echo(line, err=True)) if level >= VERBOSE else None,
+        )
+        if result.already:
+            say(f"{result.path} is already a {quant_name.lower()} conversion of {result.source.label}: kept as it is")
+        else:
+            took, size = time.monotonic() - start, human_size(result.result_bytes)
+            say(f"converted {result.source.label} to {quant_name.lower()} in {took:.0f} s: {size}")
+        real_stdout.write(f"{result.path}\n")
+
+
+def _convert_status(level: int):
+    """A context yielding `phase(text)`: `qwenocr: TEXT` lines on stderr, and a spinner on a terminal."""
+    import contextlib
+
+    from rich.console import Console
+
+    @contextlib.contextmanager
+    def status():
+        if level <= QUIET:
+            yield lambda text: None
+            return
+        console = Console(stderr=True, highlight=False, markup=False)
+        spinner = console.status("") if console.is_terminal else None
+
+        def phase(text: str) -> None:
+            console.print(f"qwenocr: {text}", soft_wrap=True)
+            if spinner is not None:
+                # huggingface_hub draws its own bars while downloading: no spinner over them.
+                if text.startswith("downloading"):
+                    spinner.stop()
+                else:
+                    spinner.update(text)
+                    spinner.start()
+
+        try:
+            yield phase
+        finally:
+            if spinner is not None:
+                spinner.stop()
+
+    return status()

@@ -119,6 +119,10 @@ def scan_command(
         Optional[str],
         typer.Option("--quant", help="Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)"),
     ] = None,
+    family: Annotated[
+        str,
+        typer.Option("--family", help="Model family for the plan: 3.5, or 3.6 (27B and 35B-A3B only)."),
+    ] = "3.5",
     model: Annotated[
         Optional[str],
         typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id."),
@@ -188,6 +192,7 @@ def scan_command(
     from qwenocr import interrupts
     from qwenocr.engines.base import GenerationSettings
     from qwenocr.errors import UsageError
+    from qwenocr.fit.plan import check_family, check_family_variant
     from qwenocr.pages.document import RenderSettings
     from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions
     from qwenocr.scan.progress import Reporter
@@ -211,7 +216,11 @@ def scan_command(
         skip_blank=skip_blank,
         mode=mode.value,
     )
+    family = check_family(family)
+    if variant is not None:
+        check_family_variant(family, variant)
     request = ScanRequest(
+        family=family,
         inputs=list(inputs),
         output=output,
         fmt=fmt.value,

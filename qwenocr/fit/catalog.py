@@ -1,4 +1,4 @@
-"""The Qwen 3.5 memory table and model sources, as data, in one place.
+"""The Qwen 3.5 memory table, as data, in one place.
 
 Every figure the planner uses lives here with the source it came from:
 
@@ -11,8 +11,14 @@ Every figure the planner uses lives here with the source it came from:
   full-attention (every fourth: only those keep a KV cache), KV heads and head size;
 * the vision tower's shape, from which the vision projector's size (mmproj, F16) and
   the vision encoder's activation peak follow;
-* where to download each variant for each backend: GGUF files for llama.cpp
-  (`unsloth/Qwen3.5-<size>-GGUF`) and MLX repos (`mlx-community/Qwen3.5-<size>-<mode>`).
+* how the MLX figures relate to a repo's size: at 4-bit the seed's figure is the whole
+  checkpoint, vision tower included (FACTS §9: mlx 9B-4bit is 5.97 GB in total against
+  seed 001's 6; 27B-4bit 16.07 GB against 16-17), so nothing is added for vision; at
+  8-bit and BF16 no figure was checked, so the vision tower at F16 is added to the
+  table's weights (`repo_gb`).
+
+Where each variant is downloaded from is fit/sources.py (candidate repos with their
+sources), not a name pattern here.
 
 `docs/memory-table.md` is generated from this module by `python scripts/memory_table.py
 > docs/memory-table.md` (a test checks that the two agree).
@@ -35,13 +41,6 @@ QUANTS: Dict[str, Dict[int, str]] = {
     "llama.cpp": {4: "Q4_K_XL", 8: "Q8_0", 16: "BF16"},
     "mlx": {4: "MXFP4", 8: "8bit", 16: "bf16"},
 }
-_GGUF_TAG = {4: "UD-Q4_K_XL", 8: "Q8_0", 16: "BF16"}
-_MLX_MODE = {4: "mxfp4", 8: "8bit", 16: "bf16"}
-
-# Hugging Face refuses files over 50 GB, so bigger GGUFs are split into shards in a
-# subfolder named after the quant (FACTS §3); llama.cpp loads them from the first shard.
-GGUF_SPLIT_ABOVE_GB = 49.0
-GGUF_MMPROJ = "mmproj-F16.gguf"
 # What to download of an MLX repo: the config and the weights, and the tokenizer and
 # chat-template files beside them. It is catalog data (`doctor` shows it), so it is
 # stated here, once; store/files.py takes it from here (fit may not import store) and
@@ -145,6 +144,11 @@ class Variant:
 
     def weights_gb(self, bits: int) -> float:
         return self.weights[bits].gb
+
+    def mlx_gb(self, bits: int) -> float:
+        """An MLX repo's size from the table, vision tower included (see the module doc):
+        the 4-bit figure already holds it; at 8-bit and BF16 it is added at F16."""
+        return self.weights_gb(bits) if bits == 4 else round(self.weights_gb(bits) + self.vision_gb, 2)
 
 
 def _vit(depth: int, width: int, intermediate: int, heads: int, source: str) -> VisionTower:
@@ -258,79 +262,15 @@ VARIANTS: Tuple[Variant, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where one variant at one precision comes from, for one backend.
-
-    `files` lists everything to download: file names or glob patterns relative to the
-    repo. For llama.cpp, `files[0]` is the model: one `.gguf`, or a glob matching the
-    shards of a split model, which llama.cpp loads from the first shard in sorted
-    order; `mmproj` is the vision projector (also in `files`). For MLX the repo holds
-    the vision weights itself, so `mmproj` is None and `files` are patterns.
-    `download_gb` is approximate (the weights figure plus the projector).
-    """
-
-    backend: str
-    repo: str
-    files: List[str]
-    mmproj: Optional[str]
-    download_gb: float
-
-    @property
-    def model(self) -> str:
-        return self.files[0]
-
-    @property
-    def split(self) -> bool:
-        return "*" in self.files[0] and self.backend == "llama.cpp"
-
-    def to_dict(self) -> dict:
-        return {
-            "backend": self.backend,
-            "repo": self.repo,
-            "files": list(self.files),
-            "mmproj": self.mmproj,
-            "download_gb": self.download_gb,
-        }
-
-
-def model_source(variant: "Variant | str", bits: int, backend: str) -> ModelSource:
-    """The repo and files for `variant` at `bits` (4, 8, 16) on `backend`."""
-    v = get_variant(variant) if isinstance(variant, str) else variant
-    if bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, not {bits}")
-    weights = v.weights_gb(bits)
-    download = round(weights + v.vision_gb, 1)
-    if backend == "llama.cpp":
-        tag = _GGUF_TAG[bits]
-        stem = f"Qwen3.5-{v.name}-{tag}"
-        model = f"{tag}/{stem}-*.gguf" if weights > GGUF_SPLIT_ABOVE_GB else f"{stem}.gguf"
-        return ModelSource(
-            backend="llama.cpp",
-            repo=f"unsloth/Qwen3.5-{v.name}-GGUF",
-            files=[model, GGUF_MMPROJ],
-            mmproj=GGUF_MMPROJ,
-            download_gb=download,
-        )
-    if backend == "mlx":
-        return ModelSource(
-            backend="mlx",
-            repo=f"mlx-community/Qwen3.5-{v.name}-{_MLX_MODE[bits]}",
-            files=list(MLX_FILES),
-            mmproj=None,
-            download_gb=download,
-        )
-    raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-
-
 def quant_name(backend: str, bits: int) -> str:
     return QUANTS[backend][bits]
 
 
 def get_variant(name: str) -> Variant:
-    """A variant by name: "27B", "27b", "Qwen3.5-27B", "35B-A3B" or just "35B"."""
+    """A variant by name: "27B", "27b", "Qwen3.5-27B", "35B-A3B" or just "35B" (a Qwen3.6
+    name gives the 3.5 row of the same size: same architecture and figures)."""
     key = name.strip().lower()
-    for prefix in ("qwen/", "qwen3.5-", "qwen3.5", "qwen-3.5-"):
+    for prefix in ("qwen/", "qwen3.5-", "qwen3.5", "qwen-3.5-", "qwen3.6-", "qwen3.6"):
         if key.startswith(prefix):
             key = key[len(prefix) :]
     key = key.strip("- ")

@@ -6,9 +6,16 @@ would run (`plan.make_plan`), checks whether the engine the plan needs is instal
 reports all of it: a Rich report, or one JSON object with `--json`. The report is the
 product, so it is the only thing written to stdout.
 
+Where the model comes from is part of the plan (fit/sources.py): the caller may pass a
+`planner` that checks the candidate repos on the hub first (the CLI passes
+store/verify.py's `verified_plan`; fit itself never touches the network). The report
+shows the source, whether it was verified, the repos rejected and why, and for a
+*convert* pick the `qwenocr models convert` command and the ready GGUF alternative.
+
 Exit codes (docs/exit-codes.md): 0 when a model fits and its engine is installed;
-NOTHING_FITS (5) when no model fits (or a forced one doesn't); ENGINE_MISSING (6) when
-the engine is not installed. A described machine (what-if) never checks the engine.
+NOTHING_FITS (5) when no model fits (or a forced one doesn't, or has no source);
+ENGINE_MISSING (6) when the engine is not installed. A described machine (what-if)
+never checks the engine.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, List, Optional, Protocol, TextIO, Tuple
+from typing import Any, Callable, List, Optional, Protocol, TextIO, Tuple
 
 from qwenocr.errors import ExitCode, UsageError
 
@@ -81,7 +88,7 @@ def engine_status(backend: str, device: str, *, check: bool = True) -> EngineSta
 
 
 def exit_code(plan, engine: EngineStatus) -> int:
-    if not plan.fits:
+    if not plan.fits or (plan.choice is not None and not plan.choice.available):
         return int(ExitCode.NOTHING_FITS)
     if engine.installed is False:
         return int(ExitCode.ENGINE_MISSING)
@@ -112,8 +119,11 @@ def build(
     backend: Optional[str] = None,
     max_image_tokens: Optional[int] = None,
     max_output_tokens: Optional[int] = None,
+    family: Optional[str] = None,
+    planner: Optional[Callable[..., Any]] = None,
 ):
-    """(plan, engine status) for this machine, or for the described one."""
+    """(plan, engine status) for this machine, or for the described one. `planner`
+    (default: `make_plan` from the data alone) is called like `make_plan`."""
     from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
     from qwenocr.fit import hardware
     from qwenocr.fit.plan import make_plan
@@ -127,8 +137,9 @@ def build(
         hw = hardware.hardware_profile(platform, memory_gb=memory, vram_gb=sizes, chip=chip)
     else:
         hw = hardware.detect()
-    plan = make_plan(
+    plan = (planner or make_plan)(
         hw,
+        family=family,
         variant=variant,
         quant=quant,
         backend=backend,
@@ -144,6 +155,7 @@ def report_dict(plan, engine: EngineStatus) -> dict:
     data = plan.to_dict()
     return {
         "what_if": plan.hardware.what_if,
+        "family": plan.family,
         "hardware": plan.hardware.to_dict(),
         "budget": data["budget"],
         "settings": data["settings"],
@@ -153,6 +165,8 @@ def report_dict(plan, engine: EngineStatus) -> dict:
         "fits": plan.fits,
         "reason": plan.reason,
         "choice": data["choice"],
+        "alternative": data["alternative"],
+        "sources_note": data["sources_note"],
         "candidates": data["candidates"],
         "advice": data["advice"],
         "engine": engine.to_dict(),
@@ -327,7 +341,8 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
 
     console.print("[bold]Choice[/bold]")
     if chosen is None:
-        console.print(f"  [red]Nothing fits.[/red] {escape(plan.reason)}")
+        what = "Nothing fits." if plan.reason.startswith(("nothing fits", "can't")) else "No model to run."
+        console.print(f"  [red]{what}[/red] {escape(plan.reason)}")
     else:
         est = chosen.estimate
         if not chosen.fits:
@@ -337,19 +352,19 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
         else:
             state = "[green]fits[/green]"
         speed = f", ~{chosen.tokens_per_s:g} tokens/s" if chosen.tokens_per_s is not None else ""
+        name = f"Qwen{plan.family}-{chosen.variant} {chosen.quant}"
         console.print(
-            f"  [bold]Qwen3.5-{escape(chosen.variant)} {escape(chosen.quant)}[/bold] via {escape(plan.backend)} on"
+            f"  [bold]{escape(name)}[/bold] via {escape(plan.backend)} on"
             f" {device}: {chosen.estimate_gb:.1f} GB ({state}; budget {plan.budget_gb:.1f} GB){speed}"
         )
+        vision = "vision in the weights" if plan.backend == "mlx" else f"vision {est.vision_gb:g}"
+        sizes = "real sizes" if est.weights_from != "table" else "table figure"
         console.print(
-            f"  [dim]= weights {est.weights_gb:g} + vision {est.vision_gb:g} + KV {est.kv_gb:g}"
+            f"  [dim]= weights {est.weights_gb:g} ({sizes}) + {vision} + KV {est.kv_gb:g}"
             f" + activations {est.activations_gb:g} + margin {est.margin_gb:g} GB[/dim]"
         )
         console.print(f"  Why: {escape(plan.reason)}")
-        src = chosen.source
-        console.print(f"  Download (≈{src.download_gb:g} GB) from {escape(src.repo)}:")
-        for name in src.files:
-            console.print(f"    {escape(name)}")
+        _render_source(console, chosen.source, escape)
         if plan.tensor_split:
             console.print(f"  Layers split over the GPUs: {plan.tensor_split}")
     console.print()
@@ -365,6 +380,8 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
         console.print(f"    {escape(engine.install_command)}")
         if engine.note:
             console.print(f"  [dim]{escape(engine.note)}[/dim]")
+    if plan.sources_note:
+        console.print(f"[dim]Sources: {escape(plan.sources_note)}[/dim]")
     if plan.advice:
         console.print()
         console.print("[bold]Advice[/bold]")
@@ -378,6 +395,26 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
         console.print()
         why = "nothing fits" if code == ExitCode.NOTHING_FITS else "the engine is missing"
         console.print(f"[dim]exit code {code}: {why}[/dim]")
+
+
+def _render_source(console: Any, src: Any, escape: Callable[[str], str]) -> None:
+    for rejected in src.rejected:
+        console.print(f"  [dim]Rejected {escape(rejected.repo)}: {escape(rejected.reason)}[/dim]")
+    if src.kind == "local":
+        console.print(f"  Converted here: {escape(src.path or '')}")
+    elif src.kind == "convert":
+        console.print(
+            f"  [yellow]No hub repo to download:[/yellow] convert the official weights ({escape(src.repo)}; download"
+            f" ≈{src.download_gb:g} GB, disk ≈{src.disk_gb:g} GB):"
+        )
+        console.print(f"    {escape(src.command or '')}")
+    elif src.kind == "hub":
+        state = {True: "[green]verified[/green]", False: "[red]rejected[/red]"}.get(src.verified) or escape(src.status)
+        console.print(f"  Download (≈{src.download_gb:g} GB) from {escape(src.repo)} ({state}):")
+        for name in src.files:
+            console.print(f"    {escape(name)}")
+    else:
+        console.print(f"  [red]No source:[/red] {escape(src.status)}")
 
 
 def check_servers(base_urls, json_output: bool = False) -> int:

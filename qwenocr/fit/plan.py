@@ -7,8 +7,11 @@ keeps the reason for every yes and no.
 
 The estimate (GB = 10^9 bytes), for one page at a time:
 
-    weights                       the catalog's figure for the variant and precision
-  + vision projector              the vision tower at F16 (mmproj)
+    weights                       the source's real size where the hub (or its cached
+                                  facts, or a listing) gives it, else the catalog's figure;
+                                  for MLX the repo holds the vision tower, so it is in here
+  + vision projector              GGUF only: the mmproj file's size, else the vision
+                                  tower at F16; MLX adds nothing (never counted twice)
   + KV cache                      full-attention layers only, at the OCR context:
                                   image tokens + prompt (64) + output budget, not 262K;
                                   plus the DeltaNet layers' fixed recurrent state
@@ -30,6 +33,12 @@ The budget it is checked against:
     `tensor_split` in proportion to each GPU's VRAM), less 0.5 GB per GPU for the CUDA
     context. If nothing fits in VRAM, the plan falls back to the CPU and RAM.
   * CPU: available RAM (for a described machine: RAM less max(2 GiB, 10 %)).
+
+Sources: each candidate carries where its files come from (fit/sources.py): a hub repo,
+a local conversion ("convert", when no hub repo has MLX MXFP4 with the vision tower),
+a model converted here before ("local"), or none. A candidate with no source is never
+picked; a convert pick names the `qwenocr models convert` command and the ready GGUF
+alternative on Metal. `facts` (gathered by store/verify.py) bring what the hub said.
 
 The policy: MLX on Apple Silicon (MXFP4 as its 4-bit), GGUF through llama.cpp
 elsewhere. Take the largest variant that fits at 4-bit; then the best precision of
@@ -56,15 +65,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 from qwenocr.errors import UsageError
-from qwenocr.fit import catalog
-from qwenocr.fit.catalog import GB, ModelSource, Variant
+from qwenocr.fit import catalog, sources
+from qwenocr.fit.catalog import GB, Variant
 from qwenocr.fit.hardware import GIB, MIB, Hardware, hardware_profile, metal_default_budget_bytes
+from qwenocr.fit.sources import NO_FACTS, ModelSource, SourceFacts
 
 __all__ = [
     "Budget",
     "Candidate",
     "Estimate",
     "Plan",
+    "check_family",
     "context_tokens",
     "decode_tokens_per_s",
     "estimate",
@@ -107,13 +118,15 @@ _BACKEND_ALIASES = {
 
 @dataclass(frozen=True)
 class Estimate:
-    """Memory one page needs, by part, in GB."""
+    """Memory one page needs, by part, in GB. `weights_from`: "hub", "cache", "listing",
+    "local" (real sizes) or "table"; MLX weights include the vision tower (vision_gb 0)."""
 
     weights_gb: float
     vision_gb: float
     kv_gb: float
     activations_gb: float
     margin_gb: float
+    weights_from: str = "table"
 
     @property
     def total_gb(self) -> float:
@@ -141,6 +154,12 @@ class Candidate:
     speed_assumed: bool  # tokens_per_s rests on an assumed bandwidth
     needs_wired_limit_mb: Optional[int]  # Apple: the sysctl value this one needs
     source: ModelSource
+    family: str = sources.DEFAULT_FAMILY
+
+    @property
+    def available(self) -> bool:
+        """Something can be loaded: a hub repo not rejected, a conversion, a local model."""
+        return self.source.available
 
     @property
     def estimate_gb(self) -> float:
@@ -166,6 +185,9 @@ class Candidate:
             "too_slow": self.too_slow,
             "needs_wired_limit_mb": self.needs_wired_limit_mb,
             "download_gb": self.source.download_gb,
+            "family": self.family,
+            "source": self.source.to_dict(),
+            "rejected_sources": [r.to_dict() for r in self.source.rejected],
         }
 
 
@@ -213,6 +235,11 @@ class Plan:
     advice: List[str]
     reason: str
     overrides: Dict[str, Optional[str]] = field(default_factory=dict)
+    family: str = sources.DEFAULT_FAMILY
+    # A convert pick: the ready GGUF (llama.cpp on the same device) a user can run now.
+    alternative: Optional[Candidate] = None
+    # How the sources were checked (store/verify.py): hub, cache, offline; "" when not asked.
+    sources_note: str = ""
 
     def to_dict(self) -> dict:
         choice = None
@@ -235,8 +262,12 @@ class Plan:
                 "tensor_split": self.tensor_split,
                 "n_ctx": self.context_tokens,
                 "needs_wired_limit_mb": self.needs_wired_limit_mb,
+                "family": self.family,
+                "source": self.source.to_dict(),
+                "rejected_sources": [r.to_dict() for r in self.source.rejected],
             }
         return {
+            "family": self.family,
             "backend": self.backend,
             "device": self.device,
             "fits": self.fits,
@@ -249,6 +280,8 @@ class Plan:
             },
             "overrides": dict(self.overrides),
             "choice": choice,
+            "alternative": self.alternative.to_dict() if self.alternative else None,
+            "sources_note": self.sources_note,
             "candidates": [c.to_dict() for c in self.candidates],
             "advice": list(self.advice),
         }
@@ -268,8 +301,11 @@ def estimate(
     *,
     max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS,
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    backend: str = "llama.cpp",
+    source: Optional[ModelSource] = None,
 ) -> Estimate:
-    """Memory for one page with `variant` at `bits` (see the module docstring)."""
+    """Memory for one page with `variant` at `bits` on `backend` (see the module
+    docstring); `source` brings real file sizes where known."""
     v = catalog.get_variant(variant) if isinstance(variant, str) else variant
     ctx = context_tokens(max_image_tokens, max_output_tokens)
     kv = v.kv_bytes_per_token * ctx + v.recurrent_state_bytes
@@ -278,21 +314,37 @@ def estimate(
     vision_mlp = patches * (4 * v.vision.width + 2 * v.vision.intermediate) * 4
     chunk = min(PREFILL_CHUNK_TOKENS, max_image_tokens + PROMPT_TOKENS)
     lm = chunk * (catalog.VOCAB_SIZE + 16 * v.hidden_size) * 4
+    weights_from = "table"
+    if source is not None and source.weights_bytes is not None:
+        weights, weights_from = source.weights_bytes / GB, source.size_from
+    elif backend == "mlx":
+        weights = v.mlx_gb(bits)
+    else:
+        weights = v.weights_gb(bits)
+    if backend == "mlx":
+        vision = 0.0  # an MLX repo holds the vision tower: it is in the weights
+    elif source is not None and source.mmproj_bytes is not None:
+        vision = round(source.mmproj_bytes / GB, 2)
+    else:
+        vision = v.vision_gb
     return Estimate(
-        weights_gb=round(v.weights_gb(bits), 2),
-        vision_gb=v.vision_gb,
+        weights_gb=round(weights, 2),
+        vision_gb=vision,
         kv_gb=round(kv / GB, 2),
         activations_gb=round((vision_attention + vision_mlp + lm) / GB, 2),
         margin_gb=round(MARGIN_BYTES / GB, 2),
+        weights_from=weights_from,
     )
 
 
-def decode_tokens_per_s(variant: "Variant | str", bits: int, bandwidth_gbps: Optional[float]) -> Optional[float]:
+def decode_tokens_per_s(
+    variant: "Variant | str", bits: int, bandwidth_gbps: Optional[float], weights_gb: Optional[float] = None
+) -> Optional[float]:
     """Expected decode speed: 0.6 x bandwidth / bytes read per token (active weights)."""
     if not bandwidth_gbps:
         return None
     v = catalog.get_variant(variant) if isinstance(variant, str) else variant
-    per_token_gb = v.weights_gb(bits) * v.active_params_b / v.total_params_b
+    per_token_gb = (weights_gb or v.weights_gb(bits)) * v.active_params_b / v.total_params_b
     return round(BANDWIDTH_EFFICIENCY * bandwidth_gbps / per_token_gb, 1)
 
 
@@ -381,10 +433,16 @@ def _candidate(
     bandwidth: Tuple[Optional[float], bool],
     max_image_tokens: int,
     max_output_tokens: int,
+    family: str = sources.DEFAULT_FAMILY,
+    facts: SourceFacts = NO_FACTS,
 ) -> Candidate:
-    est = estimate(v, bits, max_image_tokens=max_image_tokens, max_output_tokens=max_output_tokens)
+    source = sources.resolve_source(family, v, bits, backend, facts)
+    est = estimate(
+        v, bits, max_image_tokens=max_image_tokens, max_output_tokens=max_output_tokens, backend=backend, source=source
+    )
     total = est.total_gb
-    speed = decode_tokens_per_s(v, bits, bandwidth[0])
+    real_weights = est.weights_gb if est.weights_from != "table" else None
+    speed = decode_tokens_per_s(v, bits, bandwidth[0], real_weights)
     needs_mb = None
     if budget.gb is None or budget.max_gb is None:
         fits, reason = False, f"can't tell: {budget.note}"
@@ -404,6 +462,10 @@ def _candidate(
         reason = f"{total - limit:.1f} GB over the {limit:.1f} GB {what} budget"
     if fits and speed is not None and speed < CRAWL_TOKENS_PER_S:
         reason += f"; but ~{speed:.1f} tokens/s is below the {CRAWL_TOKENS_PER_S:g} tokens/s floor"
+    if not source.available:
+        reason += f"; {source.status}"
+    elif source.kind == "convert":
+        reason += "; no hub repo passed: convert locally"
     return Candidate(
         variant=v.name,
         quant=catalog.quant_name(backend, bits),
@@ -416,7 +478,8 @@ def _candidate(
         tokens_per_s=speed,
         speed_assumed=bandwidth[1] and speed is not None,
         needs_wired_limit_mb=needs_mb,
-        source=catalog.model_source(v, bits, backend),
+        source=source,
+        family=family,
     )
 
 
@@ -429,7 +492,7 @@ def _wired_limit_mb(total_gb: float, max_gb: float) -> int:
 
 def _select(cands: Sequence[Candidate]) -> Tuple[Optional[Candidate], bool]:
     """The policy. Returns (choice, whether everything that fits crawls)."""
-    fitting = [c for c in cands if c.fits]
+    fitting = [c for c in cands if c.fits and c.available]
     if not fitting:
         return None, False
     pool = [c for c in fitting if not c.too_slow]
@@ -466,14 +529,19 @@ def make_plan(
     backend: Optional[str] = None,
     max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS,
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    family: Optional[str] = None,
+    facts: SourceFacts = NO_FACTS,
 ) -> Plan:
-    """The plan for `hardware`; `variant`, `quant`, `backend` force the pick.
+    """The plan for `hardware`; `variant`, `quant`, `backend` force the pick. `family`
+    ("3.5", the default, or "3.6") says which models; `facts` what the hub said of
+    their sources (store/verify.py gathers them; without them: the data alone).
 
-    Raises `UsageError` for a variant, quant or backend it doesn't know, or a quant
-    that belongs to another backend than the one asked for.
+    Raises `UsageError` for a family, variant, quant or backend it doesn't know, or a
+    quant that belongs to another backend than the one asked for.
     """
     if max_image_tokens <= 0 or max_output_tokens <= 0:
         raise UsageError("token budgets must be positive")
+    family = check_family(family)
     forced_backend = _normalize_backend(backend)
     forced_bits: Optional[int] = None
     if quant is not None:
@@ -484,8 +552,9 @@ def make_plan(
             forced_variant = catalog.get_variant(variant)
         except KeyError:
             raise UsageError(
-                f"unknown variant {variant!r}", "use one of " + ", ".join(catalog.variant_names())
+                f"unknown variant {variant!r}", "use one of " + ", ".join(sources.family_variants(family))
             ) from None
+        check_family_variant(family, forced_variant.name)
 
     chosen_backend = forced_backend or ("mlx" if hardware.platform == "apple" else "llama.cpp")
     if hardware.platform == "apple":
@@ -495,14 +564,28 @@ def make_plan(
     else:
         device = "cpu"  # includes MLX off Apple Silicon (mlx[cpu])
     overrides = {"variant": variant, "quant": quant, "backend": backend}
+    if family != sources.DEFAULT_FAMILY:
+        overrides["family"] = family
 
-    plan = _plan_on(
-        hardware, device, chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides
-    )
-    if device == "cuda" and not plan.fits and hardware.ram_total_bytes:
-        on_cpu = _plan_on(
-            hardware, "cpu", chosen_backend, forced_variant, forced_bits, max_image_tokens, max_output_tokens, overrides
+    def plan_on(on_device: str, on_backend: str) -> Plan:
+        return _plan_on(
+            hardware,
+            on_device,
+            on_backend,
+            forced_variant,
+            forced_bits if on_backend == chosen_backend else None,
+            max_image_tokens,
+            max_output_tokens,
+            overrides,
+            family,
+            facts,
         )
+
+    plan = plan_on(device, chosen_backend)
+    if plan.choice is not None and plan.choice.source.kind == "convert":
+        plan = _with_alternative(plan, plan_on(device, "llama.cpp"))
+    if device == "cuda" and not plan.fits and hardware.ram_total_bytes:
+        on_cpu = plan_on("cpu", chosen_backend)
         if on_cpu.fits:
             advice = [
                 f"Nothing fits in the GPUs' VRAM ({plan.budget_gb:.1f} GB usable); this plan runs on the CPU from RAM"
@@ -521,12 +604,16 @@ def _plan_on(
     max_image_tokens: int,
     max_output_tokens: int,
     overrides: Dict[str, Optional[str]],
+    family: str = sources.DEFAULT_FAMILY,
+    facts: SourceFacts = NO_FACTS,
 ) -> Plan:
     budget = _budget(hw, device)
     bandwidth = _bandwidth(hw, device)
+    names = sources.family_variants(family)
     cands = tuple(
-        _candidate(v, bits, backend, device, budget, bandwidth, max_image_tokens, max_output_tokens)
+        _candidate(v, bits, backend, device, budget, bandwidth, max_image_tokens, max_output_tokens, family, facts)
         for v in catalog.VARIANTS
+        if v.name in names
         for bits in catalog.BITS
     )
     eligible = [
@@ -538,7 +625,8 @@ def _plan_on(
     choice, crawling = _select(eligible)
     forced = forced_variant is not None or forced_bits is not None
     if choice is None and forced and eligible:
-        # The user asked for it: keep it as the pick, marked as not fitting.
+        # The user asked for it: keep it as the pick, marked as not fitting (or without
+        # a source: then the reason says so and `scan` refuses it before loading).
         choice = min(eligible, key=lambda c: c.estimate_gb)
 
     advice: List[str] = []
@@ -576,11 +664,27 @@ def _plan_on(
             advice.append(
                 f"Everything that fits decodes below {CRAWL_TOKENS_PER_S:g} tokens/s here; this is the fastest of them."
             )
+        if choice.source.kind == "convert":
+            src = choice.source
+            rejected = "; ".join(f"{r.repo}: {r.reason}" for r in src.rejected)
+            advice.append(
+                f"No hub repo has Qwen{family}-{choice.variant} in MXFP4 with its vision tower"
+                + (f" ({rejected})" if rejected else " (none is known)")
+                + f". Make it here: `{src.command}` (downloads ~{src.download_gb:g} GB of BF16 weights and needs"
+                f" ~{src.disk_gb:g} GB of disk: source + result)."
+            )
+        elif not choice.source.available:
+            advice.append(f"{choice.variant} {choice.quant}: {choice.source.status}.")
         if not choice.fits and budget.gb is not None:
             advice.append(
                 f"{choice.variant} {choice.quant} does not fit. Drop --variant/--quant to let qwenocr choose,"
                 " or lower --max-image-tokens."
             )
+    elif budget.gb is not None and any(c.fits for c in eligible):
+        advice.append(
+            f"What fits here has no known source for Qwen{family} on {backend} (docs/model-sources.md):"
+            " try the other --backend, or --family 3.5."
+        )
     elif budget.gb is not None:
         smallest = min(cands, key=lambda c: c.estimate_gb)
         advice.append(
@@ -619,7 +723,45 @@ def _plan_on(
         advice=advice,
         reason=reason,
         overrides={k: v for k, v in overrides.items() if v is not None},
+        family=family,
     )
+
+
+def _with_alternative(plan: Plan, gguf: Plan) -> Plan:
+    """A convert pick, with the GGUF on the same device that runs without converting."""
+    alt = gguf.choice if gguf.choice is not None and gguf.fits else None
+    if alt is None:
+        line = f"No ready GGUF alternative fits here for Qwen{plan.family} (llama.cpp)."
+    else:
+        line = (
+            f"Ready now without converting: {alt.variant} {alt.quant} GGUF from {alt.source.repo} via llama.cpp on"
+            f" {alt.device} ({alt.estimate_gb:.1f} GB): `qwenocr scan --backend llama.cpp`"
+            + (f" (after `{wired_limit_command(alt.needs_wired_limit_mb)}`)" if alt.needs_wired_limit_mb else "")
+            + "."
+        )
+    return replace(plan, alternative=alt, advice=plan.advice + [line])
+
+
+def check_family_variant(family: str, variant: str) -> None:
+    """A UsageError naming the family's variants when `variant` is not one of them."""
+    try:
+        name = catalog.get_variant(variant).name
+    except KeyError:
+        name = variant
+    if name not in sources.family_variants(family):
+        raise UsageError(
+            f"Qwen{family} has no {name}", f"with --family {family} use " + " or ".join(sources.family_variants(family))
+        )
+
+
+def check_family(family: Optional[str]) -> str:
+    """The family asked for ("3.5" when None); a UsageError names the known ones."""
+    if family is None:
+        return sources.DEFAULT_FAMILY
+    key = family.strip().lower().removeprefix("qwen").removeprefix("-")
+    if key not in sources.FAMILIES:
+        raise UsageError(f"unknown model family {family!r}", "use " + " or ".join(sources.FAMILIES))
+    return key
 
 
 def _reason(
@@ -628,10 +770,14 @@ def _reason(
     if choice is None:
         if budget.gb is None:
             return f"can't choose: {budget.note}"
+        if any(c.fits for c in eligible):
+            return "nothing that fits has a known source: " + next(c.source.status for c in eligible if c.fits)
         return f"nothing fits: {budget.note}"
     name = f"{choice.variant} {choice.quant}"
     if not choice.fits:
         return f"{name} was asked for but does not fit: {choice.reason}"
+    if not choice.available:
+        return f"{name} was asked for but has no source: {choice.source.status}"
     if crawling:
         return f"{name}: everything that fits is slow here; this is the fastest"
     higher = [c for c in eligible if c.variant == choice.variant and c.bits > choice.bits]
@@ -644,6 +790,8 @@ def _reason(
             detail = f"; {nxt.quant} would decode at only ~{nxt.tokens_per_s:.1f} tokens/s"
         else:
             detail = f"; {nxt.quant} would need a raised wired limit, which a precision upgrade doesn't ask for"
+    if choice.source.kind == "convert":
+        detail += "; no hub repo has it with the vision tower: convert it locally (see the advice)"
     if forced:
         return f"{name}: the best fit among the models asked for ({choice.reason}){detail}"
     return f"{name}: the largest variant that fits at 4-bit, at the best precision that still fits{detail}"

@@ -38,11 +38,12 @@ import json
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path, PurePath
 from typing import Any, Dict, Iterator, Mapping, Optional, Union
+
+from qwenocr.paths import cache_root
 
 try:
     import fcntl
@@ -56,7 +57,6 @@ __all__ = [
     "file_digest",
     "prune",
     "run_key",
-    "user_cache_dir",
 ]
 
 # Part of every key: bump it when the meaning of a saved record changes, so that old
@@ -131,32 +131,9 @@ def _canonical(value: Any) -> Any:
 # -- where checkpoints live ----------------------------------------------------------
 
 
-def user_cache_dir(app: str = "qwenocr") -> Path:
-    """The platform's per-user cache directory for `app`.
-
-    Not platformdirs: it would move existing checkpoints.
-    platformdirs 4 honours $XDG_CACHE_HOME on macOS too (we keep ~/Library/Caches
-    there), asks Windows for the Local AppData known folder instead of reading
-    %LOCALAPPDATA%, and picks its platform once at import, so the paths it gives differ
-    from the ones tests/test_checkpoint.py pins for each platform.
-    """
-    home = Path.home()
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / app
-    if os.name == "nt":
-        local = os.environ.get("LOCALAPPDATA")
-        return (Path(local) if local else home / "AppData" / "Local") / app / "Cache"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says to ignore a relative path.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache"
-    return base / app
-
-
 def default_root() -> Path:
     """`$QWENOCR_CACHE_DIR/checkpoints`, else `<user cache dir>/checkpoints`."""
-    override = os.environ.get("QWENOCR_CACHE_DIR")
-    base = Path(override).expanduser() if override else user_cache_dir()
-    return base / "checkpoints"
+    return cache_root() / "checkpoints"
 
 
 def _make_private_dirs(path: Path) -> None:

@@ -1,15 +1,19 @@
 """Which model files a scan loads: `--model` (a path or a repo id) or the hardware plan.
 
-A model that will not fit is refused here, before anything is downloaded or loaded.
-What makes a model on disk, and how its files are fetched, is the store's business
-(qwenocr/store): this module only decides which model.
+A model that will not fit is refused here, before anything is downloaded or loaded, and
+so is a plan with nothing to download: when no hub repo holds the pick with its vision
+tower (MLX MXFP4 of the large sizes), one line names `qwenocr models convert` and the
+ready GGUF alternative, unless a converted model is registered here (then it is used).
+The plan's candidate repos are checked on the hub first (store/verify.py; with
+--offline, the cached hub facts). What makes a model on disk, and how its files are
+fetched, is the store's business (qwenocr/store): this module only decides which model.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from qwenocr.errors import InsufficientMemoryError, NothingFitsError, UsageError
+from qwenocr.errors import InsufficientMemoryError, ModelUnavailableError, NothingFitsError, UsageError
 from qwenocr.scan.progress import Reporter
 from qwenocr.scan.request import ScanRequest
 from qwenocr.store import files as model_files
@@ -45,27 +49,56 @@ def resolve_model(request: ScanRequest, reporter: Reporter) -> "Tuple[ModelFiles
     from qwenocr.fit.hardware import detect
 
     hardware = detect()
-    plan = _plan(hardware, request, variant=request.variant, quant=request.quant)
+    plan = _plan(hardware, request, variant=request.variant, quant=request.quant, offline=offline)
+    source = plan.source
+    # Nothing to download (a convert plan, or no known repo) is said before the memory
+    # check: converting is the longer way, and --force can't help it.
+    target = plan_target(plan) if source is not None and source.kind != "local" else None
     if not request.force:
         check_plan(plan, hardware, request)
+    if source is None:
+        raise NothingFitsError(plan.reason or "no model was chosen", "run `qwenocr doctor` to see every option")
+    where = target.repo if target is not None else source.path
     reporter.info(
         f"plan: {plan.variant} {plan.quant} via {plan.backend} ({plan.estimate_gb:.1f} GB of {plan.budget_gb:.1f} GB)"
+        f" from {where} ({source.status})"
     )
-    return resolve_target(plan_target(plan), offline), plan
+    if target is None:
+        local = resolve_local(str(source.path)) if source.path else None
+        if local is None:
+            raise ModelUnavailableError(
+                f"the converted model {source.path} is gone",
+                "convert it again with `qwenocr models convert`",
+            )
+        return local, plan
+    return resolve_target(target, offline), plan
 
 
-def _plan(hardware: "Hardware", request: ScanRequest, *, variant: Optional[str], quant: Optional[str]) -> "Plan":
-    """The plan for this scan's page budget; `variant`/`quant` force the pick."""
+def _plan(
+    hardware: "Hardware",
+    request: ScanRequest,
+    *,
+    variant: Optional[str],
+    quant: Optional[str],
+    offline: Optional[bool] = None,
+) -> "Plan":
+    """The plan for this scan's page budget; `variant`/`quant` force the pick. With
+    `offline` given, the sources are checked (store/verify.py); without, the data alone."""
     from qwenocr.fit.plan import make_plan
 
-    return make_plan(
-        hardware,
+    options: Dict[str, Any] = dict(
         variant=variant,
         quant=quant,
         backend=request.backend,
+        family=request.family,
         max_image_tokens=request.options.render.max_image_tokens,
         max_output_tokens=request.options.generation.max_tokens,
     )
+    if offline is None:
+        return make_plan(hardware, **options)
+    from qwenocr.store.verify import verified_plan
+
+    return verified_plan(hardware, offline=offline, **options)
 
 
 def check_plan(plan: "Plan", hardware: "Hardware", request: ScanRequest) -> None:

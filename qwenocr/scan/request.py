@@ -24,6 +24,7 @@ class ScanRequest:
     pages: Optional[str] = None
     password: Optional[str] = None
     backend: Optional[str] = None  # "mlx" | "llama.cpp" | "openai" | None (the plan decides)
+    family: Optional[str] = None  # "3.5" | "3.6" | None (3.5)
     variant: Optional[str] = None
     quant: Optional[str] = None
     model: Optional[str] = None

@@ -39,6 +39,10 @@ __all__ = [
     "model_ggufs",
     "projectors",
     "split_model_glob",
+    "QWEN35_MODEL_TYPES",
+    "VISION_WEIGHT_PREFIXES",
+    "has_vision_weights",
+    "quantization_mode",
 ]
 
 MLX_WEIGHTS = "*.safetensors"
@@ -49,6 +53,28 @@ MLX_REQUIRED: Tuple[str, ...] = ("config.json", MLX_WEIGHTS)
 DEFAULT_GGUF_QUANT = "Q4_K_M"
 
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+# The `model_type` in config.json of every Qwen 3.5-family model (3.6 uses the same).
+QWEN35_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe"})
+
+# Where the vision tower's weights sit: `vision_tower.*` in mlx-vlm conversions,
+# `model.visual.*` (or `visual.*`) in Transformers checkpoints. Conversions made with
+# mlx-lm keep only the language model: they cannot read a page.
+VISION_WEIGHT_PREFIXES: Tuple[str, ...] = ("vision_tower.", "model.visual.", "visual.")
+
+
+def has_vision_weights(weight_names: Iterable[str]) -> bool:
+    """Whether a checkpoint's weight names include the vision tower."""
+    return any(name.startswith(VISION_WEIGHT_PREFIXES) for name in weight_names)
+
+
+def quantization_mode(config: Dict) -> Optional[str]:
+    """The quantization of an MLX `config.json`: "mxfp4", "affine" (mlx's plain
+    N-bit), ... or None when the weights are not quantized."""
+    quantization = config.get("quantization") or config.get("quantization_config")
+    if not isinstance(quantization, dict):
+        return None
+    return str(quantization.get("mode") or "affine")
 
 
 def _basename(name: str) -> str:

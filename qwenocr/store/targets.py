@@ -1,7 +1,10 @@
 """What a command names: a catalog model (variant × precision × engine), or files of any repo.
 
 `models list/pull/rm/path` and `scan` all turn what the user asked for into `Target`s;
-the cache, the hub and the resolver work on those.
+the cache, the hub and the resolver work on those. A catalog model's repo and files come
+from fit/sources.py (its first candidate, or the one verification chose for a plan),
+never from a name pattern: a model no hub repo is known for has no `Target` (an MLX
+MXFP4 one is made with `qwenocr models convert`).
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import fnmatch
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
-from qwenocr.errors import UsageError
-from qwenocr.fit import catalog
+from qwenocr.errors import ModelUnavailableError, UsageError
+from qwenocr.fit import catalog, sources
 from qwenocr.store import files
 
 if TYPE_CHECKING:
@@ -64,9 +67,7 @@ class Target:
         return "qwenocr models pull --repo " + self.repo + "".join(f" --include '{p}'" for p in includes)
 
 
-def catalog_target(variant: "catalog.Variant | str", bits: int, backend: str) -> Target:
-    v = catalog.get_variant(variant) if isinstance(variant, str) else variant
-    source = catalog.model_source(v, bits, backend)
+def _source_target(v: catalog.Variant, bits: int, backend: str, source: sources.ModelSource) -> Target:
     return Target(
         repo=source.repo,
         patterns=tuple(source.files),
@@ -77,6 +78,34 @@ def catalog_target(variant: "catalog.Variant | str", bits: int, backend: str) ->
         mmproj=source.mmproj,
         download_gb=source.download_gb,
     )
+
+
+def no_source_error(source: sources.ModelSource, label: str) -> ModelUnavailableError:
+    """A catalog model with no hub repo to download (one line, with what to do)."""
+    rejected = "; ".join(f"{r.repo}: {r.reason}" for r in source.rejected)
+    why = f" ({rejected})" if rejected else ""
+    if source.kind == "convert":
+        return ModelUnavailableError(
+            f"no hub repo has {label} with its vision tower{why}",
+            f"make it with `{source.command}` (downloads ~{source.download_gb:g} GB, needs ~{source.disk_gb:g} GB"
+            " of disk), or use the ready GGUF on Metal with --backend llama.cpp",
+        )
+    return ModelUnavailableError(f"{source.status}{why}", "pick another --quant or --backend (`qwenocr doctor`)")
+
+
+def catalog_target(
+    variant: "catalog.Variant | str", bits: int, backend: str, family: str = sources.DEFAULT_FAMILY
+) -> Target:
+    """The first known repo of a catalog model; ModelUnavailableError when none is known."""
+    v = catalog.get_variant(variant) if isinstance(variant, str) else variant
+    source = sources.model_source(v, bits, backend, family)
+    if source.kind != "hub":
+        raise no_source_error(source, f"Qwen{family}-{v.name} {catalog.quant_name(backend, bits)} ({backend})")
+    return _source_target(v, bits, backend, source)
+
+
+def _has_hub_source(v: catalog.Variant, bits: int, backend: str) -> bool:
+    return bool(sources.candidates(sources.DEFAULT_FAMILY, v.name, backend, bits))
 
 
 def planned_target(
@@ -97,10 +126,14 @@ def planned_target(
 
 
 def plan_target(plan: "Plan") -> Target:
-    """The catalog model a plan picked (a forced pick that does not fit included)."""
-    if plan.variant is None or plan.bits is None:
+    """The repo a plan picked (a forced pick that does not fit included): the candidate
+    verification chose, or the first known one. ModelUnavailableError without a hub repo."""
+    if plan.variant is None or plan.bits is None or plan.source is None:
         raise ValueError("the plan chose no model")
-    return catalog_target(plan.variant, plan.bits, plan.backend)
+    v = catalog.get_variant(plan.variant)
+    if plan.source.kind != "hub":
+        raise no_source_error(plan.source, f"Qwen{plan.family}-{v.name} {plan.quant} ({plan.backend})")
+    return _source_target(v, plan.bits, plan.backend, plan.source)
 
 
 def variant_targets(variant: str, quant: Optional[str], backend: Optional[str]) -> List[Target]:
@@ -115,7 +148,7 @@ def variant_targets(variant: str, quant: Optional[str], backend: Optional[str]) 
         chosen, bits = catalog.quant_for_backend(quant, backend)
         bits_wanted = (bits,)
         backends = (chosen,) if chosen else backends
-    return [catalog_target(v, bits, b) for b in backends for bits in bits_wanted]
+    return [catalog_target(v, bits, b) for b in backends for bits in bits_wanted if _has_hub_source(v, bits, b)]
 
 
 def repo_target(repo: str, include: Sequence[str] = ()) -> Target:
@@ -137,4 +170,12 @@ def repo_model_target(repo: str, backend: str, quant: Optional[str]) -> Target:
 
 
 def catalog_targets(backends: Sequence[str]) -> List[Target]:
-    return [catalog_target(v, bits, b) for b in backends for v in catalog.VARIANTS for bits in catalog.BITS]
+    """Every catalog model a hub repo is known for (models made by `models convert` are
+    the registry's, not the hub cache's)."""
+    return [
+        catalog_target(v, bits, b)
+        for b in backends
+        for v in catalog.VARIANTS
+        for bits in catalog.BITS
+        if _has_hub_source(v, bits, b)
+    ]
