@@ -51,7 +51,8 @@ SEED_TABLE = [
 
 MORE_PROFILES = [
     ("M2 Max 64 GB", apple(64, "M2 Max"), "35B-A3B", 8, "mlx", False),
-    ("M3 Ultra 512 GB", apple(512, "M3 Ultra"), "397B-A17B", 4, "mlx", False),
+    # 8-bit (about 427 GB) with a raised wired limit: macOS keeps more than the upgrade reserve.
+    ("M3 Ultra 512 GB", apple(512, "M3 Ultra"), "397B-A17B", 8, "mlx", True),
     (
         "M3 Ultra 256 GB, limit already raised",
         apple(256, "M3 Ultra", wired_limit_mb=240000),
@@ -137,12 +138,23 @@ def test_wired_limit_already_high_enough_gives_no_advice():
 
 
 def test_precision_upgrade_never_asks_for_sysctl():
-    # 32 GB Mac, 9B forced: BF16 (~23.7 GB) fits only above the default 21.3 GiB, so the
-    # pick stays at 8-bit, which fits as things are.
+    # 32 GB Mac, 9B forced: BF16 (~23.7 GB) would need the limit raised above the default
+    # 21.3 GiB, plus headroom, beyond RAM less what macOS keeps: the pick stays at 8-bit,
+    # which fits as things are.
     p = make_plan(apple(32, "M1 Max"), variant="9B")
     assert p.variant == "9B" and p.bits == 8 and p.needs_wired_limit_mb is None
     bf16 = next(c for c in p.candidates if c.variant == "9B" and c.bits == 16)
-    assert bf16.fits and bf16.needs_wired_limit_mb is not None
+    assert not bf16.fits
+
+
+def test_precision_upgrade_keeps_the_upgrade_reserve():
+    # 64 GB Mac with the limit lowered to 30000 MiB, 27B forced: 8-bit fits only with a
+    # raise to 36 GiB, which would leave macOS less than max(32 GiB, 15 %): stay at 4-bit.
+    p = make_plan(apple(64, "M2 Max", wired_limit_mb=30000), variant="27B")
+    assert p.bits == 4 and p.needs_wired_limit_mb is None
+    q8 = next(c for c in p.candidates if c.variant == "27B" and c.bits == 8)
+    assert q8.fits and q8.needs_wired_limit_mb is not None
+    assert q8.needs_wired_limit_mb * MIB > 64 * GIB - planmod.upgrade_reserve_bytes(64 * GIB)
     assert "raised wired limit" in p.reason
 
 
@@ -379,5 +391,38 @@ def test_plan_is_pure():
 
 
 def test_wired_limit_rounding():
-    assert planmod._wired_limit_mb(219.72, 247.0) == math.ceil(219.72e9 / GIB) * 1024
-    assert planmod._wired_limit_mb(10.5, 10.6) <= int(10.6e9 // MIB)
+    # The estimate plus 5 % headroom (at least 2 GiB), rounded up to a whole GiB.
+    assert planmod._wired_limit_mb(219.72) == math.ceil(219.72e9 * 1.05 / GIB) * 1024
+    assert planmod._wired_limit_mb(10.5) == math.ceil((10.5e9 + 2 * GIB) / GIB) * 1024
+
+
+def test_wired_limit_covers_the_real_397b_4bit_repo_with_headroom():
+    # A 224 GB MXFP4 conversion (what the real 4-bit 397B repos weigh, FACTS §9) on a
+    # 256 GB M3 Ultra: the advice must cover it, with headroom, and stay below RAM less
+    # what macOS keeps; the old 209920 MiB did not cover it.
+    p = make_plan(apple(256, "M3 Ultra"))
+    real_total = p.estimate_gb - p.choice.estimate.weights_gb + 224.0
+    mb = planmod._wired_limit_mb(real_total)
+    assert mb * MIB >= real_total * 1e9 * 1.05 > 209920 * MIB
+    assert mb * MIB <= 256 * GIB - planmod.os_reserve_bytes(256 * GIB)
+
+
+def test_a_limit_too_high_for_macos_is_not_a_fit():
+    # 397B MXFP4 on a 192 GB Mac: above RAM less the OS reserve even before headroom.
+    p = make_plan(apple(192, "M2 Ultra"), variant="397B-A17B", quant="4bit")
+    assert not p.fits and p.needs_wired_limit_mb is None
+
+
+def test_precision_upgrade_may_raise_the_limit_when_macos_keeps_its_reserve():
+    p = make_plan(apple(512, "M3 Ultra"))
+    assert (p.variant, p.bits) == ("397B-A17B", 8)
+    assert p.needs_wired_limit_mb * MIB <= 512 * GIB - planmod.upgrade_reserve_bytes(512 * GIB)
+    assert any(f"iogpu.wired_limit_mb={p.needs_wired_limit_mb}" in a for a in p.advice)
+
+
+def test_a_load_that_fits_only_without_headroom_says_so():
+    # 9B BF16 on a 32 GB Mac: under RAM less the OS reserve by itself (23.7 of 25.8 GB),
+    # over it with the wired limit's headroom.
+    c = next(c for c in make_plan(apple(32, "M1 Max")).candidates if c.variant == "9B" and c.bits == 16)
+    assert c.estimate_gb < 25.8
+    assert not c.fits and "with the wired limit's headroom, over the 25.8 GB" in c.reason

@@ -98,6 +98,16 @@ OS_RESERVE_FRACTION = 0.10
 APPLE_RESERVE_MIN_BYTES = 8 * GIB
 CPU_RESERVE_MIN_BYTES = 2 * GIB
 CUDA_RESERVE_PER_GPU_GB = 0.5
+# A raised wired limit covers the estimate (weights, KV cache, activations and the 1 GiB
+# margin) plus this headroom, rounded up to a whole GiB: Metal's own buffers and mlx's
+# temporaries come on top of what the model holds, and mlx warns above 90 % of the limit.
+WIRED_HEADROOM_FRACTION = 0.05
+WIRED_HEADROOM_MIN_BYTES = 2 * GIB
+# A precision upgrade (8-bit over 4-bit, BF16 over 8-bit) may ask for a raised wired limit
+# only when macOS keeps at least this much afterwards: max(32 GiB, 15 % of RAM). The base
+# pick may go up to the OS reserve above; an upgrade is a luxury and keeps more back.
+UPGRADE_RESERVE_FRACTION = 0.15
+UPGRADE_RESERVE_MIN_BYTES = 32 * GIB
 CRAWL_TOKENS_PER_S = 2.0
 BANDWIDTH_EFFICIENCY = 0.6  # decode reaches about 60 % of peak memory bandwidth
 ASSUMED_CPU_BANDWIDTH_GBPS = 25.0  # dual-channel DDR4 class; deliberately modest
@@ -200,6 +210,8 @@ class Budget:
     max_gb: Optional[float]
     note: str
     estimated: bool = False
+    # Apple: how far a precision upgrade may raise the wired limit (UPGRADE_RESERVE_*).
+    upgrade_max_gb: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -355,6 +367,11 @@ def os_reserve_bytes(ram_bytes: int, device: str = "metal") -> int:
     return max(minimum, int(ram_bytes * OS_RESERVE_FRACTION))
 
 
+def upgrade_reserve_bytes(ram_bytes: int) -> int:
+    """What macOS keeps when a precision upgrade raises the wired limit: max(32 GiB, 15 %)."""
+    return max(UPGRADE_RESERVE_MIN_BYTES, int(ram_bytes * UPGRADE_RESERVE_FRACTION))
+
+
 def wired_limit_command(mb: int) -> str:
     """The command that lets Metal wire `mb` MiB (until reboot): the one place it is written."""
     return f"sudo sysctl iogpu.wired_limit_mb={mb}"
@@ -383,7 +400,10 @@ def _budget(hw: Hardware, device: str) -> Budget:
             note += (
                 f"; can be raised to {ceiling / GB:.1f} GB (RAM less {os_reserve_bytes(ram) / GIB:.0f} GiB for macOS)"
             )
-        return Budget("metal", round(current / GB, 2), round(ceiling / GB, 2), note, estimated)
+        upgrade_ceiling = max(current, ram - upgrade_reserve_bytes(ram)) if ram else current
+        return Budget(
+            "metal", round(current / GB, 2), round(ceiling / GB, 2), note, estimated, round(upgrade_ceiling / GB, 2)
+        )
     if device == "cuda":
         total = hw.vram_total_bytes
         if total is None:
@@ -448,9 +468,9 @@ def _candidate(
         fits, reason = False, f"can't tell: {budget.note}"
     elif total <= budget.gb:
         fits, reason = True, f"fits: {total:.1f} of {budget.gb:.1f} GB"
-    elif total <= budget.max_gb:
+    elif _wired_limit_mb(total) * MIB <= budget.max_gb * GB:
         fits = True
-        needs_mb = _wired_limit_mb(total, budget.max_gb)
+        needs_mb = _wired_limit_mb(total)
         reason = (
             f"fits only with a raised GPU wired limit: {total:.1f} GB > {budget.gb:.1f} GB allowed now"
             f" (up to {budget.max_gb:.1f} GB possible)"
@@ -459,7 +479,11 @@ def _candidate(
         what = {"metal": "GPU memory", "vram": "VRAM", "ram": "RAM"}[budget.kind]
         limit = budget.max_gb
         fits = False
-        reason = f"{total - limit:.1f} GB over the {limit:.1f} GB {what} budget"
+        if total <= limit:  # Apple: it is the wired limit's headroom that does not fit
+            wired_gb = _wired_limit_mb(total) * MIB / GB
+            reason = f"{wired_gb:.1f} GB with the wired limit's headroom, over the {limit:.1f} GB {what} budget"
+        else:
+            reason = f"{total - limit:.1f} GB over the {limit:.1f} GB {what} budget"
     if fits and speed is not None and speed < CRAWL_TOKENS_PER_S:
         reason += f"; but ~{speed:.1f} tokens/s is below the {CRAWL_TOKENS_PER_S:g} tokens/s floor"
     if not source.available:
@@ -483,14 +507,15 @@ def _candidate(
     )
 
 
-def _wired_limit_mb(total_gb: float, max_gb: float) -> int:
-    """The sysctl value for a load of `total_gb`: rounded up to a whole GiB, in MiB."""
-    needed = math.ceil(total_gb * GB / GIB) * 1024
-    ceiling = int(max_gb * GB // MIB)
-    return min(needed, ceiling)
+def _wired_limit_mb(total_gb: float) -> int:
+    """The sysctl value for a load of `total_gb`: the estimate plus the headroom (5 %, at
+    least 2 GiB), rounded up to a whole GiB, in MiB."""
+    total = total_gb * GB
+    headroom = max(WIRED_HEADROOM_MIN_BYTES, total * WIRED_HEADROOM_FRACTION)
+    return math.ceil((total + headroom) / GIB) * 1024
 
 
-def _select(cands: Sequence[Candidate]) -> Tuple[Optional[Candidate], bool]:
+def _select(cands: Sequence[Candidate], budget: Budget) -> Tuple[Optional[Candidate], bool]:
     """The policy. Returns (choice, whether everything that fits crawls)."""
     fitting = [c for c in cands if c.fits and c.available]
     if not fitting:
@@ -504,8 +529,15 @@ def _select(cands: Sequence[Candidate]) -> Tuple[Optional[Candidate], bool]:
     largest = max(pool, key=lambda c: order[c.variant]).variant
     same = sorted((c for c in pool if c.variant == largest), key=lambda c: c.bits)
     base = same[0]
-    # A higher precision only when it fits without (a further) raise of the wired limit.
-    better = [c for c in same[1:] if c.needs_wired_limit_mb is None]
+    # A higher precision when it fits as things are, or (Apple) when the raise it needs
+    # still leaves macOS the upgrade reserve.
+    upgrade_max = budget.upgrade_max_gb
+    better = [
+        c
+        for c in same[1:]
+        if c.needs_wired_limit_mb is None
+        or (upgrade_max is not None and c.needs_wired_limit_mb * MIB <= upgrade_max * GB)
+    ]
     return (better[-1] if better else base), crawling
 
 
@@ -622,7 +654,7 @@ def _plan_on(
         if (forced_variant is None or c.variant == forced_variant.name)
         and (forced_bits is None or c.bits == forced_bits)
     ]
-    choice, crawling = _select(eligible)
+    choice, crawling = _select(eligible, budget)
     forced = forced_variant is not None or forced_bits is not None
     if choice is None and forced and eligible:
         # The user asked for it: keep it as the pick, marked as not fitting (or without
@@ -789,7 +821,10 @@ def _reason(
         elif nxt.too_slow:
             detail = f"; {nxt.quant} would decode at only ~{nxt.tokens_per_s:.1f} tokens/s"
         else:
-            detail = f"; {nxt.quant} would need a raised wired limit, which a precision upgrade doesn't ask for"
+            detail = (
+                f"; {nxt.quant} would need a raised wired limit that leaves macOS less than a precision upgrade"
+                " may (max(32 GiB, 15 % of RAM))"
+            )
     if choice.source.kind == "convert":
         detail += "; no hub repo has it with the vision tower: convert it locally (see the advice)"
     if forced:
