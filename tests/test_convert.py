@@ -87,6 +87,28 @@ def test_convert_a_local_checkpoint_then_scan_with_it(tiny_models, tmp_path):
     assert again.stdout.decode() == f"{out}\n" and "already" in again.stderr.decode()
 
 
+def test_a_registered_conversion_is_what_scan_plans_and_loads(tiny_models, tmp_path):
+    # The folder's name says which variant it is: the conversion is registered as 3.5 0.8B.
+    source = tmp_path / "Qwen3.5-0.8B"
+    shutil.copytree(tiny_models.dense_hf, source)
+    made = run_cli("models", "convert", source, "--quant", "mxfp4")
+    assert made.returncode == 0, made.stderr.decode()
+    out = Path(made.stdout.decode().strip())
+
+    # No --model: the plan finds the conversion in the registry (offline: nothing else).
+    pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=1, size=(300, 400))
+    scan = run_cli(
+        "scan", pdf, "--format", "json", "--backend", "mlx", "--variant", "0.8B", "--quant", "mxfp4", "-v", *FAST
+    )
+    stderr = scan.stderr.decode()
+    assert scan.returncode == 0, stderr
+    assert f"from {out} (converted locally)" in stderr
+    document = json.loads(scan.stdout)
+    assert document["model"] == {"backend": "mlx", "model": str(out)}
+    [page] = document["pages"]
+    assert page["source"] == "model" and page["output_tokens"] > 0
+
+
 def test_convert_a_repo_by_variant_and_family_into_the_default_folder(tiny_models, tmp_path, hub_server):  # noqa: F811
     # The tiny checkpoint served as the official Qwen3.6-27B repo (plus a .py file, which
     # must not be fetched: qwenocr never runs code shipped with a model).
