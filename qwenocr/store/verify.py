@@ -108,10 +108,8 @@ def save_facts(learnt: List[RepoFacts], path: Optional[Path] = None) -> bool:
 
 def local_models(family: str) -> Dict[Tuple[str, str, int], LocalModel]:
     """Models `qwenocr models convert` registered (MXFP4, 4-bit), by (family, variant, bits)."""
-    try:
-        from qwenocr.store.registry import find_converted
-    except ImportError:  # the registry is not there: none registered
-        return {}
+    from qwenocr.store.registry import find_converted
+
     found: Dict[Tuple[str, str, int], LocalModel] = {}
     for name in sources.family_variants(family):
         path = find_converted(family, name, "mxfp4")
