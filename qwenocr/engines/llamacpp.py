@@ -69,15 +69,17 @@ class LlamaCppBackend:
             # Threads: llama.cpp's own default (half the logical CPUs, i.e. the physical
             # cores on most machines) is faster than one thread per hyperthread.
             extra: Dict[str, Any] = {"n_threads": n_threads} if n_threads else {}
-            self._llm = llama_cpp.Llama(
-                model_path=str(model_path),
-                chat_handler=handler,
-                n_ctx=n_ctx,
-                n_gpu_layers=n_gpu_layers,
-                tensor_split=tensor_split,
-                verbose=verbose,
-                **extra,
-            )
+            # `Llama` reads its model parameters from llama_cpp.llama_cpp's defaults.
+            with llamacpp_patches.without_extra_buffer_types(llama_cpp.llama_cpp):
+                self._llm = llama_cpp.Llama(
+                    model_path=str(model_path),
+                    chat_handler=handler,
+                    n_ctx=n_ctx,
+                    n_gpu_layers=n_gpu_layers,
+                    tensor_split=tensor_split,
+                    verbose=verbose,
+                    **extra,
+                )
         except (ValueError, RuntimeError) as error:
             raise BackendError(
                 f"llama.cpp could not load {Path(model_path).name}: {error}",

@@ -19,18 +19,28 @@ same text), and the reason is logged once (shown with --verbose).
 
 The log filter is here too: it goes through llama-cpp-python's public logging API, so it
 is installed on every version, but it is the other place where C code calls qwenocr.
+
+So is one safety switch, applied on every version whose model parameters have the field:
+llama.cpp built with its AMX backend (Intel Sapphire Rapids and later Xeons) crashes with
+SIGSEGV in `ggml_backend_amx_mul_mat` on the first image with quantized GGUFs (Q8_0, Q4_K)
+as llama-cpp-python 0.3.36 builds it; loading with `use_extra_bufts = False` (no extra
+buffer types: no AMX or CPU weight repacking) avoids it. `Llama` takes no argument for it,
+so `without_extra_buffer_types` sets it on the default model parameters while a model loads.
+`QWENOCR_LLAMA_REPACK=0` forces it off on any machine, `=1` keeps it on even with AMX.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import functools
 import io
 import logging
+import os
 import re
 import sys
-from typing import Any, Optional, Set, Tuple
+from typing import Any, Iterator, Optional, Set, Tuple
 
 from PIL import Image
 
@@ -86,6 +96,47 @@ def _say_once(message: str) -> None:
 
 def _missing(internal: str, consequence: str) -> None:
     _say_once(f"llama-cpp-python has no {internal}: {consequence}")
+
+
+def extra_buffer_types_off(system_info: str, setting: Optional[str] = None) -> bool:
+    """Whether to load without llama.cpp's extra buffer types: when the build reports its
+    AMX backend (`llama_print_system_info()`: "AMX_INT8 = 1"), unless QWENOCR_LLAMA_REPACK
+    (`setting`) says otherwise."""
+    if setting is not None and setting.strip().lower() in ("0", "false", "no", "off"):
+        return True
+    if setting is not None and setting.strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    return "AMX" in system_info
+
+
+@contextlib.contextmanager
+def without_extra_buffer_types(llama_cpp_module: Any) -> Iterator[bool]:
+    """While a model loads (`Llama(...)`), its default parameters say `use_extra_bufts = False`
+    when `extra_buffer_types_off` says so. Yields whether it did."""
+    info = llama_cpp_module.llama_print_system_info().decode("utf-8", "replace")
+    params_type = getattr(llama_cpp_module, "llama_model_params", None)
+    fields = {name for name, *_ in getattr(params_type, "_fields_", ())}
+    if not extra_buffer_types_off(info, os.environ.get("QWENOCR_LLAMA_REPACK")):
+        yield False
+        return
+    if "use_extra_bufts" not in fields:
+        _missing("use_extra_bufts in llama_model_params", "extra buffer types stay on (AMX CPUs may crash)")
+        yield False
+        return
+    original = llama_cpp_module.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    reason = "llama.cpp's AMX backend is built in" if "AMX" in info else "QWENOCR_LLAMA_REPACK=0"
+    _say_once(f"loading without extra buffer types (no weight repacking): {reason}")
+    llama_cpp_module.llama_model_default_params = defaults
+    try:
+        yield True
+    finally:
+        llama_cpp_module.llama_model_default_params = original
 
 
 def install(verbose: bool) -> None:
