@@ -157,6 +157,34 @@ def test_output_onto_the_input_is_refused(tmp_path):
     assert pdf.read_bytes() == broken_inputs.text_pdf(1)
 
 
+def test_output_directory_onto_an_input_is_refused(tmp_path):
+    # issue 12 defect 3: a PNG named scan.md (its type comes from its content) scanned
+    # into its own folder would be replaced by its own output, scan.md.
+    folder = tmp_path / "clob"
+    folder.mkdir()
+    png = folder / "scan.md"
+    png.write_bytes(broken_inputs.png_bytes())
+    proc = run_cli("scan", png, "-o", str(folder) + "/", *NO_MODEL)
+    assert_one_error(proc, 2, "would destroy the input", str(png))
+    assert png.read_bytes() == broken_inputs.png_bytes()
+    # Several inputs: one input's output (a.png -> a.md) is another input (a PNG named a.md).
+    (folder / "a.png").write_bytes(broken_inputs.png_bytes())
+    (folder / "a.md").write_bytes(broken_inputs.png_bytes())
+    proc = run_cli("scan", folder / "a.png", folder / "a.md", "-o", folder, *NO_MODEL)
+    assert_one_error(proc, 2, "would destroy the input", str(folder / "a.md"))
+    assert (folder / "a.md").read_bytes() == broken_inputs.png_bytes()
+
+
+def test_output_directory_beside_the_input_with_another_name_works(tmp_path):
+    """The control: an input whose output name differs is scanned into its own folder."""
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(broken_inputs.text_pdf(1))
+    proc = run_cli("scan", pdf, "-o", tmp_path, "--mode", "text", "--no-resume")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert (tmp_path / "doc.md").read_text().strip()
+    assert pdf.read_bytes() == broken_inputs.text_pdf(1)
+
+
 def test_input_errors_come_before_the_model(corpus):
     proc = run_cli("scan", corpus["truncated.pdf"], *NO_MODEL)
     assert_one_error(proc, 3, "damaged or truncated")

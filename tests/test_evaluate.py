@@ -480,3 +480,44 @@ def test_force_color_and_no_color(files):
     assert "\x1b[" in forced.stdout
     both = run_cli("eval", "out.md", "ref.md", cwd=files, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
     assert "\x1b[" not in both.stdout and "overall" in both.stdout
+
+
+# --- page markers inside page text (issue 12, defect 17) -------------------------------
+
+_MARKER_TEXTS = [
+    "Intro line\n<!-- page 7 -->\nmore text",
+    "<!-- page 1 -->\nsame number as its own page",
+    "  <!--PAGE 2 (repetition)-->  \nand\n<!-- document: other.pdf -->\nend",
+    "> **qwenocr:** a note that is page text\ninline <!-- page 3 --> stays as it is",
+]
+
+
+def _written(fmt: str, texts) -> str:
+    import io
+
+    from qwenocr.scan.output import DocumentInfo, make_writer
+    from qwenocr.scan.results import PageResult
+
+    results = [PageResult(number, text, "ok") for number, text in enumerate(texts, 1)]
+    info = DocumentInfo(source="doc.pdf", sha256="0" * 64, page_count=len(results), pages_selected=[1])
+    stream = io.StringIO()
+    writer = make_writer(fmt, stream)
+    writer.begin(info)
+    for result in results:
+        writer.page(result)
+    writer.end(info, results)
+    writer.close()
+    return stream.getvalue()
+
+
+def test_markdown_output_with_page_markers_in_the_text_round_trips_through_eval(tmp_path):
+    (tmp_path / "out.md").write_text(_written("markdown", _MARKER_TEXTS))
+    (tmp_path / "out.json").write_text(_written("json", _MARKER_TEXTS))
+    markdown = parse_document((tmp_path / "out.md").read_text(), source="out.md")
+    assert [page.number for page in markdown.pages] == [1, 2, 3, 4]
+    for against in ("out.md", "out.json"):
+        result = run_cli("eval", "out.md", against, "--json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["cer"] == 0 and report["wer"] == 0, (against, report)
+        assert report["unscored_pages"] == [] and report["alignment"] == "page"

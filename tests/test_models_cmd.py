@@ -370,6 +370,46 @@ def test_rm_of_something_not_cached_is_not_an_error(hub):
     assert "nothing to remove" in done.stderr
 
 
+def _link_outside(snapshot: Path, name: str, outside: Path) -> None:
+    """Replace the snapshot entry `name` by a symlink to `outside`, a file beyond the cache."""
+    outside.write_bytes(b"not the cache's: keep me")
+    (snapshot / name).unlink()
+    (snapshot / name).symlink_to(outside)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("9B", "--quant", "Q8_0", "--backend", "llama.cpp"),
+        ("--repo", GGUF_REPO, "--include", "*Q8_0.gguf"),
+    ],
+)
+def test_rm_never_deletes_the_target_of_a_link_out_of_the_cache(hub, tmp_path, args):
+    # issue 12 defect 2: huggingface_hub's strategies delete a link's target as its "blob".
+    cache, snapshots = hub
+    outside = tmp_path / "elsewhere" / "precious.gguf"
+    outside.parent.mkdir()
+    _link_outside(snapshots["gguf"], "Qwen3.5-9B-Q8_0.gguf", outside)
+    done = run(cache, "rm", *args, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert outside.read_bytes() == b"not the cache's: keep me"
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(outside) in warnings[0] and "Qwen3.5-9B-Q8_0.gguf" in warnings[0]
+    assert (snapshots["gguf"] / "Qwen3.5-9B-UD-Q4_K_XL.gguf").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_rm_of_a_whole_repo_with_a_link_out_of_the_cache_keeps_its_target(hub, tmp_path):
+    cache, snapshots = hub
+    outside = tmp_path / "precious.gguf"
+    _link_outside(snapshots["split"], "mmproj-F16.gguf", outside)
+    done = run(cache, "rm", "--repo", SPLIT_REPO, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert outside.read_bytes() == b"not the cache's: keep me"
+    assert not fake_hub.repo_folder(cache, SPLIT_REPO).exists()
+
+
 def _rm_on_a_terminal(cache: Path, answer: bytes, *args):
     """Run `models rm` with stdin on a pseudo-terminal and type `answer` at the prompt."""
     master, slave = pty.openpty()

@@ -612,3 +612,65 @@ def test_own_png_writer_stops_past_the_limit():
     noisy = Image.effect_noise((800, 800), 80)
     assert openai_encode._png(noisy, limit=10_000) is None
     assert len(openai_encode._png(noisy)) > 10_000
+
+
+# --- keys an HTTP header can't carry, and numbers JSON can't (issue 12: 4, 15) ----------
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\ndef", "sk-abc\rdef", "sk-abc\x00def", "sk-abc\u2026def", "sk-é-key"])
+def test_a_key_a_header_cant_carry_is_refused_without_echoing_it(bad):
+    with pytest.raises(UsageError) as info:
+        api_key_from_env({"QWENOCR_API_KEY": bad})
+    line = info.value.one_line()
+    assert "QWENOCR_API_KEY" in line and "\n" not in line
+    assert "abc" not in line and "sk-" not in line
+    with pytest.raises(UsageError) as info2:
+        api_key_from_env({"OPENAI_API_KEY": bad})
+    assert "OPENAI_API_KEY" in info2.value.one_line()
+    # A key handed straight to the backend is checked too, before any request.
+    with pytest.raises(UsageError) as info3:
+        OpenAIBackend(["http://127.0.0.1:9/v1"], api_key=bad)
+    assert "abc" not in info3.value.one_line()
+    result = check_server("http://127.0.0.1:9/v1", api_key=bad)
+    assert result["error"] and "abc" not in json.dumps(result)
+
+
+def test_a_key_with_surrounding_whitespace_is_trimmed_not_refused():
+    assert api_key_from_env({"QWENOCR_API_KEY": " sk-ok-key\n"}) == "sk-ok-key"
+
+
+def test_a_bad_key_is_exit_2_without_the_key_in_scan_or_doctor(tmp_path):
+    from tests.support import samples
+    from tests.support.clirun import run_cli
+
+    bad = "sk-LEAKY-KEY\nsecond-line"
+    pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=1)
+    with FakeOpenAIServer() as fake:
+        for args in (
+            ("scan", pdf, "--backend", "openai", "--base-url", fake.url),
+            ("doctor", "--base-url", fake.url),
+            ("doctor", "--base-url", fake.url, "--json"),
+        ):
+            for name in ("QWENOCR_API_KEY", "OPENAI_API_KEY"):
+                env = {"QWENOCR_API_KEY": "", "OPENAI_API_KEY": "", name: bad}
+                proc = run_cli(*args, env=env)
+                assert proc.returncode == int(ExitCode.USAGE), (args, proc.stderr.decode())
+                assert b"LEAKY" not in proc.stdout + proc.stderr
+                assert b"Bearer" not in proc.stdout + proc.stderr
+                assert name.encode() in proc.stderr
+                assert len(proc.stderr.decode().strip().splitlines()) <= 2  # the error and its hint
+        assert fake.requests == []  # refused before anything was sent
+
+
+def test_non_finite_usage_numbers_are_dropped():
+    progress = openai_stream.Progress()
+    state = openai_stream._StreamState(None, progress)
+    state.event(b'{"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}')
+    state.event(b'{"choices": [], "usage": {"prompt_tokens": NaN, "completion_tokens": Infinity}}')
+    result = state.result("stop")
+    assert result.prompt_tokens is None
+    assert result.output_tokens == 1  # the deltas counted, not the server's infinity
+    raw = b'{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": -Infinity, '
+    raw += b'"completion_tokens": NaN}}'
+    generation = openai_stream.from_json(raw, None, progress)
+    assert generation.prompt_tokens is None and generation.output_tokens == 1

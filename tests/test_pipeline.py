@@ -446,3 +446,16 @@ def test_server_backend_keeps_several_documents_in_flight(tmp_path):
     assert code == ExitCode.OK
     assert len(list((tmp_path / "out").iterdir())) == 6
     assert 1 < active["max"] <= 3  # overlapping documents, never above the limit
+
+
+def test_a_failure_in_the_render_thread_ends_the_run_as_an_error(tmp_path):
+    # Whatever breaks while pages are prepared (here: the checkpoint lookup) must not end
+    # the document as if it were complete with pages missing.
+    class BrokenCheckpoint:
+        def get(self, number):
+            raise RuntimeError("broken checkpoint")
+
+    pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=2, size=(200, 260))
+    with open_document(pdf) as document:
+        with pytest.raises(RuntimeError, match="broken checkpoint"):
+            list(run_document(document, [1, 2], FakeBackend(), ScanOptions(), checkpoint=BrokenCheckpoint()))

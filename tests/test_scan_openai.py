@@ -81,3 +81,83 @@ def test_doctor_checks_servers():
     assert result["reachable"] and result["models"] == ["qwen3.5-397b"]
     assert both.returncode == 11
     assert [s["reachable"] for s in json.loads(both.stdout)["servers"]] == [True, False]
+
+
+def _no_constants(name):
+    raise ValueError(f"not JSON: {name}")
+
+
+def test_output_json_never_holds_nan_or_infinity(tmp_path):
+    """Issue 12, defect 15: non-finite numbers (a server's usage, a timing) become null."""
+    import io
+    import math
+
+    from qwenocr.scan.output import DocumentInfo, make_writer
+    from qwenocr.scan.results import PageResult
+
+    weird = PageResult(1, "hello", "ok", prompt_tokens=math.nan, seconds=math.nan, extra={"x": [math.inf, -math.inf]})
+    info = DocumentInfo(source="doc.pdf", sha256="0" * 64, page_count=1, pages_selected=[1], settings={"t": math.nan})
+    for fmt in ("json", "jsonl"):
+        stream = io.StringIO()
+        writer = make_writer(fmt, stream)
+        writer.begin(info)
+        writer.page(weird)
+        writer.end(info, [weird])
+        writer.close()
+        for chunk in [stream.getvalue()] if fmt == "json" else stream.getvalue().splitlines():
+            value = json.loads(chunk, parse_constant=_no_constants)
+            page = value["pages"][0] if fmt == "json" else value
+            assert page["prompt_tokens"] is None and page["seconds"] is None and page["x"] == [None, None]
+            assert page["text"] == "hello"
+        if fmt == "json":
+            assert value["settings"] == {"t": None} and value["totals"]["seconds"] is None
+
+
+def test_nan_usage_from_a_server_gives_valid_json_and_jsonl(tmp_path):
+    """A fake server whose usage numbers are NaN/Infinity (Python's json writes them)."""
+    import http.server
+    import threading
+
+    class NanServer(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self._send(json.dumps({"data": [{"id": "nan-model"}]}))
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answer = {
+                "choices": [{"message": {"content": "page text"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": float("nan"), "completion_tokens": float("inf")},
+            }
+            self._send(json.dumps(answer))
+
+        def _send(self, body):
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NanServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=2, size=(300, 400))
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        for fmt in ("json", "jsonl"):
+            proc = run_cli("scan", pdf, "--backend", "openai", "--base-url", url, "-f", fmt, "--no-skip-blank")
+            assert proc.returncode == 0, proc.stderr.decode()
+            text = proc.stdout.decode()
+            chunks = [text] if fmt == "json" else text.splitlines()
+            pages = []
+            for chunk in chunks:
+                value = json.loads(chunk, parse_constant=_no_constants)
+                pages.extend(value["pages"] if fmt == "json" else [value])
+            assert [p["text"] for p in pages] == ["page text", "page text"]
+            assert all(p["prompt_tokens"] is None for p in pages)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

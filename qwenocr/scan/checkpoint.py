@@ -21,6 +21,15 @@ the same pages serve Markdown, JSON and JSONL. `run_key` hashes canonical JSON, 
 order of the settings does not matter, nor does 0 versus 0.0.
 
 Documents are often private: directories are created 0o700 and the file 0o600.
+The checkpoint's directory and `pages.jsonl` are opened without following symbolic
+links (`O_NOFOLLOW`): a link there is refused with a warning and the run goes on without
+a checkpoint, rather than writing to, or chmod-ing, whatever the link points at.
+
+A checkpoint is a file anyone with the user's rights can edit. With `validate` (the
+scan passes `results.checked_record`) each record is checked when read: a bad one is
+dropped with one warning and its page is simply done again, never trusted into the
+output. Text is stored as UTF-8; a lone surrogate (which UTF-8 can't hold) is saved as
+U+FFFD.
 The default root is `$QWENOCR_CACHE_DIR/checkpoints`, else the platform's user cache
 directory plus `checkpoints`: `~/.cache/qwenocr` on Linux (honouring `$XDG_CACHE_HOME`),
 `~/Library/Caches/qwenocr` on macOS, `%LOCALAPPDATA%\\qwenocr\\Cache` on Windows.
@@ -33,17 +42,22 @@ import contextlib
 import copy
 import dataclasses
 import enum
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import stat
+import tempfile
 import threading
 import time
 from pathlib import Path, PurePath
-from typing import Any, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
 
 from qwenocr.paths import cache_root
+from qwenocr.scan.results import clean_text
 
 try:
     import fcntl
@@ -67,6 +81,11 @@ _CHUNK = 1 << 20
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 PathLike = Union[str, "os.PathLike[str]"]
+# Checks one record read back, for its page: returns the record to use, or raises
+# ValueError (or TypeError) saying what is wrong with it.
+Validator = Callable[[int, Any], dict]
+
+log = logging.getLogger(__name__)
 
 
 # -- digests and keys ----------------------------------------------------------------
@@ -156,39 +175,46 @@ def _make_private_dirs(path: Path) -> None:
 class Checkpoint:
     """The finished pages of one (input, settings) run. Open with `Checkpoint.open`."""
 
-    def __init__(self, directory: Path, key: str, fd: int) -> None:
+    def __init__(self, directory: Path, key: str, fd: int, validate: Optional[Validator] = None) -> None:
         self.directory = directory
         self.key = key
         self.path = directory / PAGES_FILE
         self.skipped_lines = 0  # complete lines that were not valid records (corruption)
+        # False when the checkpoint on disk was refused (a symbolic link): the pages then
+        # go to an anonymous temporary file, and nothing on disk is touched or deleted.
+        self.persistent = True
+        self._validate = validate
         self._fd: Optional[int] = fd
         self._offset = 0  # bytes of the file already parsed
         self._pages: Dict[int, dict] = {}
         self._thread_lock = threading.Lock()
 
     @classmethod
-    def open(cls, root_dir: Optional[PathLike], key: str) -> "Checkpoint":
+    def open(cls, root_dir: Optional[PathLike], key: str, validate: Optional[Validator] = None) -> "Checkpoint":
         """Open (creating if needed) the checkpoint `key` under `root_dir`.
 
         `root_dir=None` means `default_root()`. Pages already saved are loaded; a torn
-        last line left by a killed run is cut off.
+        last line left by a killed run is cut off. `validate(page, record)` checks each
+        record read back (see `Validator`); without it any JSON object is a record.
         """
         if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
             raise ValueError(f"not a checkpoint key: {key!r}")
         root = Path(root_dir) if root_dir is not None else default_root()
         directory = root / key
         _make_private_dirs(directory)
-        path = directory / PAGES_FILE
-        created = not path.exists()
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags, 0o600)
+        try:
+            fd = _open_pages(directory)
+        except _Refused as refused:
+            log.warning(f"checkpoint {directory}: {refused}; not using it, so this run can't be resumed")
+            fd = _anonymous_file()
+            checkpoint = cls(directory, key, fd, validate)
+            checkpoint.persistent = False
+            return checkpoint
         try:
             if hasattr(os, "fchmod"):
                 with contextlib.suppress(OSError):  # not ours to change: keep going
                     os.fchmod(fd, 0o600)
-            if created:
-                _fsync_directory(directory)
-            checkpoint = cls(directory, key, fd)
+            checkpoint = cls(directory, key, fd, validate)
             with checkpoint._locked(exclusive=True):
                 checkpoint._refresh(repair=True)
         except BaseException:
@@ -221,6 +247,9 @@ class Checkpoint:
         if not isinstance(page_number, int) or isinstance(page_number, bool):
             raise TypeError(f"page numbers are ints, not {page_number!r}")
         line = json.dumps({"page": page_number, "record": dict(record)}, ensure_ascii=False, separators=(",", ":"))
+        # A lone surrogate (from a server's "\\ud800") can't be encoded as UTF-8: stored
+        # as U+FFFD, which is what every reader, and the output, can take.
+        line = clean_text(line)
         data = (line + "\n").encode("utf-8")
         stored = json.loads(line)["record"]  # what a later reader will see, not an alias
         with self._locked(exclusive=True):
@@ -228,7 +257,11 @@ class Checkpoint:
             _write_all(self._require_fd(), data)
             os.fsync(self._require_fd())
             self._offset += len(data)
-            self._pages[page_number] = stored
+            # Kept as a later reader will see it: checked, or (when invalid) left out.
+            try:
+                self._pages[page_number] = self._validate(page_number, stored) if self._validate else stored
+            except (ValueError, TypeError):
+                self._pages.pop(page_number, None)
 
     def clear(self) -> None:
         """Forget every page (`--no-resume`)."""
@@ -250,7 +283,8 @@ class Checkpoint:
     def discard(self) -> None:
         """Close and delete this checkpoint (after a run completed, if wanted)."""
         self.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.persistent:  # a refused one was never ours to delete
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "Checkpoint":
         return self
@@ -296,16 +330,27 @@ class Checkpoint:
             return
         data = _read_from(fd, self._offset, size - self._offset)
         end = data.rfind(b"\n") + 1
+        dropped: List[str] = []
         for raw in data[:end].splitlines():
-            self._load_line(raw)
+            problem = self._load_line(raw)
+            if problem is not None:
+                dropped.append(problem)
         self._offset += end
+        if dropped:
+            # One warning for the lot: a damaged file may hold thousands of bad lines.
+            shown = "; ".join(dropped[:3]) + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+            log.warning(
+                f"checkpoint {self.path}: ignored {len(dropped)} invalid record(s) ({shown}); "
+                "their pages will be done again"
+            )
         if end < len(data) and repair:
             os.ftruncate(fd, self._offset)
             os.fsync(fd)
 
-    def _load_line(self, raw: bytes) -> None:
+    def _load_line(self, raw: bytes) -> Optional[str]:
+        """Take one complete line; what is wrong with it, if it is not a record."""
         if not raw.strip():
-            return
+            return None
         try:
             entry = json.loads(raw)
             page, record = entry["page"], entry["record"]
@@ -313,8 +358,84 @@ class Checkpoint:
                 raise ValueError("not a page record")
         except (ValueError, KeyError, TypeError):
             self.skipped_lines += 1
-            return
+            return "a line that is not a page record"
+        if self._validate is not None:
+            try:
+                record = self._validate(page, record)
+            except (ValueError, TypeError) as error:
+                # Dropped, not just skipped: an earlier good record for the page still counts.
+                self.skipped_lines += 1
+                return f"page {page}: {error}"
         self._pages[page] = record
+        return None
+
+
+class _Refused(Exception):
+    """The checkpoint on disk is not ours to use (a symbolic link, not a regular file)."""
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_pages(directory: Path) -> int:
+    """`directory/pages.jsonl` for reading and appending, created 0o600 if missing.
+
+    Neither the directory nor the file may be a symbolic link (raises _Refused): the
+    directory is opened with O_NOFOLLOW and the file relative to it, so a link swapped in
+    between the two can't redirect the writes either. Where the platform lacks
+    O_NOFOLLOW or dir_fd (Windows), a check before opening is the best there is.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC | getattr(os, "O_BINARY", 0) | _NOFOLLOW
+    # O_NONBLOCK: a FIFO put there must not hang the open (it is refused just after).
+    flags |= getattr(os, "O_NONBLOCK", 0)
+    if not (_NOFOLLOW and os.open in os.supports_dir_fd):
+        if directory.is_symlink() or (directory / PAGES_FILE).is_symlink():
+            raise _Refused("it is a symbolic link")
+        created = not (directory / PAGES_FILE).exists()
+        fd = os.open(directory / PAGES_FILE, flags, 0o600)
+        _check_regular(fd)
+        if created:
+            _fsync_directory(directory)
+        return fd
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _Refused("it is a symbolic link or not a directory") from None
+        raise
+    try:
+        try:
+            os.stat(PAGES_FILE, dir_fd=dir_fd, follow_symlinks=False)
+            created = False
+        except FileNotFoundError:
+            created = True
+        try:
+            fd = os.open(PAGES_FILE, flags, 0o600, dir_fd=dir_fd)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise _Refused(f"{PAGES_FILE} is a symbolic link") from None
+            raise
+        _check_regular(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                os.fsync(dir_fd)
+        return fd
+    finally:
+        os.close(dir_fd)
+
+
+def _check_regular(fd: int) -> None:
+    """Refuse (closing `fd`) anything but a regular file: a FIFO or device is no checkpoint."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _Refused(f"{PAGES_FILE} is not a regular file")
+
+
+def _anonymous_file() -> int:
+    """A private, already-deleted file: the pages of a run whose checkpoint was refused."""
+    with tempfile.TemporaryFile() as handle:
+        return os.dup(handle.fileno())
 
 
 def _read_from(fd: int, offset: int, length: int) -> bytes:

@@ -113,7 +113,10 @@ def check_inputs(request: ScanRequest) -> List[CheckedInput]:
             raise OutputError(f"-o {request.output}: could not create the directory ({error.strerror})") from None
     if not several and request.output is not None and not request.output.is_dir():
         _check_output_file(request.output, names)
-    return [_check_input(name, request) for name in names]
+    items = [_check_input(name, request) for name in names]
+    if request.output is not None and (several or request.output.is_dir()):
+        _check_outputs_in_directory(items, request, several)
+    return items
 
 
 def _check_input(name: str, request: ScanRequest) -> CheckedInput:
@@ -124,6 +127,51 @@ def _check_input(name: str, request: ScanRequest) -> CheckedInput:
             return CheckedInput(name, data, None, document.kind, document.page_count, tuple(page_numbers))
     except QwenOCRError as error:
         return CheckedInput(name, data, error)
+
+
+def _file_key(path: Path) -> Optional[Tuple[int, int]]:
+    """What identifies a file whatever its path (device, inode), or None if it does not exist."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _check_outputs_in_directory(items: List[CheckedInput], request: ScanRequest, several: bool) -> None:
+    """-o DIR: no output may be an input. An input's type comes from its content, so a PNG
+    named scan.md would get scan.md as its output, in the folder it is in; and one input's
+    output can be another input (a.png -> a.md, beside a PNG named a.md). The names are
+    the ones `output_names` gives the scan (of the inputs that passed their check).
+
+    Inputs are indexed once by file identity (what os.path.samefile compares) and by
+    resolved path, so a folder of thousands of scans costs one lookup per output."""
+    by_key: Dict[Tuple[int, int], str] = {}
+    by_path: Dict[Path, str] = {}
+    for item in items:
+        if item.name == "-":
+            continue
+        key = _file_key(Path(item.name))
+        if key is not None:
+            by_key.setdefault(key, item.name)
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            by_path.setdefault(Path(item.name).resolve(), item.name)
+    good = [item for item in items if item.error is None]
+    for source, path in output_names(good, request, several).items():
+        key = _file_key(path)
+        if key is not None:
+            victim = by_key.get(key)
+        else:  # not written yet: compare where it would be
+            try:
+                victim = by_path.get(path.resolve())
+            except (OSError, RuntimeError, ValueError):
+                victim = None
+        if victim is not None:
+            raise UsageError(
+                f"-o {request.output}: the output of {source} would be {path}, which is the input {victim}: "
+                "writing it would destroy the input",
+                "rename the input to its type (e.g. .png), or pick another output directory",
+            )
 
 
 def _check_output_file(path: Path, inputs: List[str]) -> None:

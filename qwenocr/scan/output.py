@@ -9,8 +9,10 @@ caller hands them a stream (stdout, or an atomically replaced file).
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
-from typing import IO, Dict, List, Optional, Tuple, Type
+from typing import IO, Any, Dict, List, Optional, Tuple, Type
 
 from qwenocr import __version__
 from qwenocr.scan.results import OK, REPETITION, TIMEOUT, TRUNCATED, PageResult, status_counts
@@ -37,6 +39,48 @@ class DocumentInfo:
 def page_marker(number: int, status: str = OK) -> str:
     suffix = "" if status == OK else f" ({status})"
     return f"<!-- page {number}{suffix} -->"
+
+
+# Lines of page text that a reader of our Markdown (`qwenocr eval`, a script splitting
+# on markers) would take for our own structure: a `<!-- page N -->` or
+# `<!-- document: ... -->` comment opening a line, or a `> **qwenocr:**` note.
+_MARKER_LIKE = re.compile(r"^([ \t]*<!--)(?=\s*(?:page|document)\b)", re.I | re.M)
+_NOTE_LIKE = re.compile(r"^([ \t]*>)(?=[ \t]*\*\*qwenocr:\*\*)", re.I | re.M)
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def escape_markers(text: str) -> str:
+    """`text` with a zero-width space after the `<!--` (or `>`) of each line that looks
+    like qwenocr's own page marker, document marker or note.
+
+    Why this escape: the comment stays a comment (rendered Markdown looks the same, and
+    `eval`'s normaliser drops it as it drops the original), the note stays a quote, and
+    the normaliser removes zero-width spaces, so text scores exactly as before; but no
+    longer matches a marker. An entity escape (`&lt;!--`) would show the comment as text.
+    """
+    text = _MARKER_LIKE.sub(lambda m: m.group(1) + ZERO_WIDTH_SPACE, text)
+    return _NOTE_LIKE.sub(lambda m: m.group(1) + ZERO_WIDTH_SPACE, text)
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities (in nested dicts and lists too) turned into None.
+
+    JSON has no such numbers: `json.dumps` writes them as bare `NaN`, which strict
+    readers (jq, JavaScript, most languages) refuse. They reach us from servers' usage
+    fields or sums of them; null says "unknown", which is what they mean.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def dumps(value: Any, indent: Optional[int] = None) -> str:
+    """Strict JSON: non-finite numbers become null, never `NaN`."""
+    return json.dumps(finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
 
 
 class Writer:
@@ -72,14 +116,14 @@ class MarkdownWriter(Writer):
         if self.several:
             if self._pages_written:
                 self.stream.write("\n")
-            self.stream.write(f"<!-- document: {info.source} -->\n\n")
+            self.stream.write(f"<!-- document: {escape_markers(info.source)} -->\n\n")
 
     def page(self, result: PageResult) -> None:
         parts = [page_marker(result.number, result.status)]
         if result.failed:
-            parts.append(f"> **qwenocr:** page {result.number} failed: {result.error}")
+            parts.append(f"> **qwenocr:** page {result.number} failed: {escape_markers(str(result.error))}")
         elif result.text.strip():
-            parts.append(result.text.strip())
+            parts.append(escape_markers(result.text.strip()))
         note = _MARKDOWN_NOTES.get(result.status)
         if note:
             parts.append(f"> **qwenocr:** page {result.number}: {note}.")
@@ -101,7 +145,7 @@ class JsonlWriter(Writer):
     def page(self, result: PageResult) -> None:
         # "file" names the input; the page's own "source" says which path made the text.
         record = {"file": self._source, **result.to_record()}
-        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.write(dumps(record) + "\n")
         self.stream.flush()
 
 
@@ -118,12 +162,12 @@ class JsonWriter(Writer):
         if self.several:
             self._documents.append(document)
         else:
-            self.stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+            self.stream.write(dumps(document, indent=2) + "\n")
             self.stream.flush()
 
     def close(self) -> None:
         if self.several:
-            self.stream.write(json.dumps(self._documents, ensure_ascii=False, indent=2) + "\n")
+            self.stream.write(dumps(self._documents, indent=2) + "\n")
         self.stream.flush()
 
 

@@ -163,12 +163,18 @@ def run_document(
             except queue.Full:
                 continue
 
+    # What broke the render thread, if anything did: the consumer raises it, so that a bug
+    # there ends the run as an error instead of as a complete document with pages missing.
+    broken: List[BaseException] = []
+
     def produce() -> None:
         try:
             for number in page_numbers:
                 if stop.is_set():
                     return
                 put(prepare(number))
+        except BaseException as error:  # noqa: B036 - handed to the consumer thread, which raises it
+            broken.append(error)
         finally:
             put(None)
 
@@ -179,6 +185,8 @@ def run_document(
         while True:
             item = rendered.get()
             if item is None:
+                if broken:
+                    raise broken[0]
                 return
             yield item
 

@@ -27,7 +27,7 @@ from qwenocr.scan.output import DocumentInfo, Writer, make_writer
 from qwenocr.scan.pipeline import Events, ScanOptions, run_document
 from qwenocr.scan.progress import Reporter
 from qwenocr.scan.request import ScanRequest
-from qwenocr.scan.results import PageResult
+from qwenocr.scan.results import PageResult, checked_record
 from qwenocr.store.resolve import ModelFiles
 
 
@@ -209,7 +209,7 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
     with open_document(item.name, request.password, item.data) as document:
         digest = bytes_digest(item.data) if item.data is not None else file_digest(Path(item.name))
         try:
-            checkpoint = Checkpoint.open(default_root(), run_key(digest, run.settings))
+            checkpoint = Checkpoint.open(default_root(), run_key(digest, run.settings), validate=checked_record)
         except OSError as error:
             raise OutputError(
                 f"cannot create a checkpoint in {default_root()} ({error.strerror or error})",

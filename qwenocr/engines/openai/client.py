@@ -58,8 +58,23 @@ def api_key_from_env(environ: Mapping[str, str] = os.environ) -> Optional[str]:
     for name in API_KEY_ENV_VARS:
         value = environ.get(name, "").strip()
         if value:
-            return value
+            return check_api_key(value, f"the API key in {name}")
     return None
+
+
+def check_api_key(key: str, what: str = "the API key") -> str:
+    """`key` if an HTTP header can carry it (printable ASCII); else a UsageError.
+
+    Checked before any request: `http.client` refuses such a header with a ValueError
+    that quotes the whole `Authorization` value, key included. The error names where the
+    key came from, never the key or the offending character (part of a secret too).
+    """
+    if not all(" " <= char <= "~" for char in key):
+        raise UsageError(
+            f"{what} has a character an HTTP header can't carry (a newline?)",
+            hint="set it again as the key's printable ASCII characters only",
+        )
+    return key
 
 
 class Retryable(Exception):
@@ -181,7 +196,7 @@ class ServerClient:
         clock: Callable[[], float] = time.monotonic,
     ):
         urls = server_list(base_urls)
-        self._api_key = api_key or None
+        self._api_key = check_api_key(api_key) if api_key else None
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.backoff_base = backoff_base
@@ -286,7 +301,12 @@ class ServerClient:
         conn = server.connect(timeout)
         self._track(conn, True)
         try:
-            conn.request(method, server.path(endpoint), body=body, headers=self._headers(stream=stream))
+            try:
+                conn.request(method, server.path(endpoint), body=body, headers=self._headers(stream=stream))
+            except ValueError:
+                # http.client quotes the refused header in its message: with the key
+                # checked up front this can't happen, and if it does, the text stays out.
+                raise BackendError(f"{server.display}: a request header could not be sent") from None
             return read(conn.getresponse())
         except ssl.SSLCertVerificationError as failure:
             raise BackendError(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from qwenocr.engines.base import Generation, PieceCallback
 from qwenocr.engines.openai.client import Retryable, error_detail
@@ -77,10 +78,24 @@ def from_json(raw: bytes, on_piece: Optional[PieceCallback], progress: Progress)
     state.piece(content, count=False)
     state.flush()
     usage = payload.get("usage") or {}
-    state.completion_tokens = usage.get("completion_tokens")
-    state.prompt_tokens = usage.get("prompt_tokens")
+    if isinstance(usage, dict):
+        state.completion_tokens = token_count(usage.get("completion_tokens"))
+        state.prompt_tokens = token_count(usage.get("prompt_tokens"))
     state.deltas = max(state.deltas, 1 if content else 0)
     return state.result("aborted" if state.aborted else choice.get("finish_reason") or "stop")
+
+
+def token_count(value: Any, default: Optional[int] = None) -> Optional[int]:
+    """A server's token count as a whole number >= 0, else `default`.
+
+    Python's json reads NaN and Infinity (and a server may send a string or a float):
+    such a count must not crash the page (`int(inf)`) or reach the JSON output.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    if not math.isfinite(value) or value < 0:
+        return default
+    return int(value)
 
 
 class _StreamState:
@@ -127,9 +142,9 @@ class _StreamState:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         usage = payload.get("usage")
-        if usage:
-            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+        if usage and isinstance(usage, dict):
+            self.prompt_tokens = token_count(usage.get("prompt_tokens"), self.prompt_tokens)
+            self.completion_tokens = token_count(usage.get("completion_tokens"), self.completion_tokens)
         return False
 
     def piece(self, content: str, count: bool = True) -> None:
