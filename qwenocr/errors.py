@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     INSUFFICIENT_MEMORY = 9  # not enough free memory right now to load the model
     PARTIAL = 10  # some inputs or pages failed; the others completed
     BACKEND_ERROR = 11  # the engine or the inference server failed
+    HANGUP = 129  # SIGHUP (the terminal went away); as for SIGTERM
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished pages are kept for a resume
     TERMINATED = 143  # SIGTERM; as for SIGINT
 
@@ -80,3 +81,7 @@ class BackendError(QwenOCRError):
 
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so a run unwinds like on Ctrl-C."""
+
+
+class HungUp(Terminated):
+    """Raised in the main thread on SIGHUP (the terminal closed): a run unwinds as on SIGTERM."""

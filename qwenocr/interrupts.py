@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM that are never lost inside a native library's callback.
+"""Ctrl-C, SIGTERM and SIGHUP that are never lost inside a native library's callback.
 
 A Python exception raised inside a ctypes callback cannot travel through the C code
 that called it: ctypes prints "Exception ignored" and the C code carries on. llama.cpp
@@ -19,7 +19,7 @@ import threading
 from types import CodeType, FrameType
 from typing import Callable, Optional, Set, TypeVar
 
-from qwenocr.errors import Terminated
+from qwenocr.errors import HungUp, Terminated
 
 _callback_code: Set[CodeType] = set()
 
@@ -61,11 +61,17 @@ def _terminate(signum: int, frame: Optional[FrameType]) -> None:
     if _inside_callback(frame):
         _redeliver(signum)
         return
-    raise Terminated()
+    raise HungUp() if signum == getattr(signal, "SIGHUP", None) else Terminated()
 
 
 def install() -> None:
-    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, outside callbacks.
-    Call from the main thread."""
+    """SIGINT raises KeyboardInterrupt, SIGTERM Terminated and SIGHUP HungUp, outside callbacks.
+
+    SIGHUP (a closed terminal or SSH session) killed the run outright by default, leaving
+    the temporary output file behind; as a Terminated it unwinds like SIGTERM. Windows has
+    no SIGHUP. Call from the main thread.
+    """
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _terminate)

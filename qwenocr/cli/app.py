@@ -2,9 +2,10 @@
 
 Every error a command raises comes back through the root group's `invoke`: a
 `QwenOCRError` becomes one line on stderr and its exit code (docs/exit-codes.md), with
-the traceback before it under --debug; Ctrl-C and SIGTERM say that finished pages are
-kept; anything else is an internal error. Typer's own errors (usage, --help, EOF, a
-closed pipe) stay Typer's, and `main()` turns what Typer hands back into an exit code.
+the traceback before it under --debug; Ctrl-C, SIGTERM and SIGHUP say that finished
+pages are kept; a stdout whose reader went away ends the run quietly (`reader_gone`);
+anything else is an internal error. Typer's own errors (usage, --help, EOF) stay
+Typer's, and `main()` turns what Typer hands back into an exit code.
 
 The commands live one per module (doctor, scan, eval, models), each with a
 `register(app)` called below. Their bodies import what they need when they run, so
@@ -22,18 +23,18 @@ from typer._click.core import Context
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer 0.28 carries its own Click
 from typer.core import TyperGroup
 
-from qwenocr import __version__
+from qwenocr import __version__, stdio
 from qwenocr.cli import doctor, models, scan
 from qwenocr.cli import eval as evaluate
 from qwenocr.cli.options import debug_requested, presume_debug
-from qwenocr.errors import ExitCode, QwenOCRError, Terminated
+from qwenocr.errors import ExitCode, HungUp, QwenOCRError, Terminated
 
 INTERRUPTED = "interrupted; finished pages are kept: run the same command again to resume"
 TERMINATED = "terminated; finished pages are kept: run the same command again to resume"
 
-# Left to Typer, as any Typer program handles them: its usage errors and exits, EOF on
-# stdin (an Abort, "interrupted"), and a closed stdout pipe (exit 1 without a word).
-_TYPERS_OWN = (ClickException, typer.Exit, typer.Abort, EOFError, BrokenPipeError)
+# Left to Typer, as any Typer program handles them: its usage errors and exits, and EOF
+# on stdin (an Abort, "interrupted"). A closed stdout pipe is `reader_gone`.
+_TYPERS_OWN = (ClickException, typer.Exit, typer.Abort, EOFError)
 
 
 class QwenOCRGroup(TyperGroup):
@@ -47,8 +48,12 @@ class QwenOCRGroup(TyperGroup):
             fail(error.one_line(), error.exit_code, with_traceback=debug_requested(ctx))
         except KeyboardInterrupt:
             fail(INTERRUPTED, ExitCode.INTERRUPTED)
+        except HungUp:
+            fail(TERMINATED, ExitCode.HANGUP)
         except Terminated:
             fail(TERMINATED, ExitCode.TERMINATED)
+        except BrokenPipeError:
+            reader_gone()
         except _TYPERS_OWN:
             raise
         except Exception as error:  # a bug
@@ -66,11 +71,27 @@ def fail(line: str, code: int, *, with_traceback: bool = False) -> NoReturn:
 
     `with_traceback`: first the traceback of the exception being handled (call it in its `except`).
     """
-    if with_traceback:
-        traceback.print_exc()
-    sys.stderr.write(f"qwenocr: error: {line}\n")
-    sys.stderr.flush()
+    try:
+        if with_traceback:
+            traceback.print_exc()
+        sys.stderr.write(f"qwenocr: error: {line}\n")
+        sys.stderr.flush()
+    except OSError:  # stderr gone too (a hung-up terminal, a closed pipe): the code still tells
+        pass
     sys.exit(int(code))
+
+
+def reader_gone() -> NoReturn:
+    """The reader of stdout went away (`| head -c 10`): stop quietly with exit 0.
+
+    Whether a write meets the closed pipe depends on timing (a small document may be all
+    in the pipe before `head` exits), so any code but 0 would come at random; 0 says
+    what is true either way: the reader took what it wanted. Nothing goes to stderr
+    (the reader may share it). Finished pages stay in the checkpoint, as on Ctrl-C.
+    See docs/exit-codes.md.
+    """
+    stdio.discard_stdout()
+    sys.exit(int(ExitCode.OK))
 
 
 app = typer.Typer(
@@ -122,6 +143,7 @@ models.register(app)
 
 def main() -> None:
     """Entry point (`qwenocr`, `python -m qwenocr`): run the app and exit with its code."""
+    stdio.reserve_standard_streams()  # before anything opens a file: `>&-` must not lend fd 1 to it
     try:
         # Without standalone mode Typer hands back an Exit's code (and the code of a
         # Ctrl-C outside any command, 130) instead of exiting, and raises its errors.
@@ -133,6 +155,8 @@ def main() -> None:
         sys.exit(int(ExitCode.USAGE))
     except typer.Abort:
         fail("interrupted", ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # writing help or an error message, outside any command
+        reader_gone()
     if code == ExitCode.INTERRUPTED:
         fail(INTERRUPTED, ExitCode.INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

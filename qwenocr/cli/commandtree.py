@@ -149,11 +149,38 @@ def coerce(option: OptionSpec, value: Any, command: Any) -> Any:
         return flag
     if option.is_flag and not isinstance(value, bool):
         raise ValueError(f"{value!r} is not a boolean (use true or false)")
+    if not option.is_flag:
+        for item in value if isinstance(value, list) else [value]:
+            _check_toml_type(option, item)
     try:
         return param.type_cast_value(ctx, value)
     except Exception as error:  # Click's BadParameter, or whatever a custom type raises
         message = error.format_message() if hasattr(error, "format_message") else str(error)
         raise ValueError(" ".join(message.split())) from None
+
+
+def _check_toml_type(option: OptionSpec, value: Any) -> None:
+    """Refuse a config-file value of the wrong TOML type; strings (and env values) go to Click.
+
+    Click converts leniently: a path type hands `output = 5` back as the int 5 (which
+    failed later, as an internal error), an int type truncates `max_tokens = 2048.5` and
+    takes `true` as 1. A TOML value that is not a string must already be of the option's kind.
+    """
+    if isinstance(value, str):
+        return
+    type_name = type(getattr(option.param, "type", None)).__name__
+    if "Int" in type_name:  # IntParamType, IntRange
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not a whole number")
+    elif "Float" in type_name:  # FloatParamType, FloatRange and qwenocr's finite floats
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{value!r} is not a number")
+    elif option.value_kind in ("path", "file", "dir"):
+        raise ValueError(f"{value!r} is not a path (write it as a string in quotes)")
+    elif option.value_kind == "text" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return  # `vram = 24` or `pages = 5`: the digits are the text
+    else:
+        raise ValueError(f"{value!r} is not text (write it as a string in quotes)")
 
 
 def parse_bool(text: str) -> Optional[bool]:

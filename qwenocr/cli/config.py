@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,19 +96,14 @@ def load_file(environ: Optional[Mapping[str, str]] = None, path: Optional[Path] 
     explicit = path is not None or bool(environ.get(CONFIG_ENV))
     path = path if path is not None else config_path(environ)
     try:
-        raw = path.read_bytes()
+        os.stat(path)
     except FileNotFoundError:
         if explicit:
             raise UsageError(f"config file {path} not found", f"fix or unset {CONFIG_ENV}") from None
         return None
-    except IsADirectoryError:
-        raise UsageError(f"config file {path} is a directory") from None
-    except OSError as error:
-        raise UsageError(f"can't read config file {path}: {error.strerror or error}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"config file {path} is not UTF-8 text") from None
+    except OSError:
+        pass  # read_small_text says what is wrong
+    text = read_small_text(path, f"config file {path}")
     # tomllib from Python 3.11, its original tomli before; by name, so that mypy (which
     # checks for 3.10) needs neither installed.
     tomllib = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
@@ -121,6 +117,56 @@ def load_file(environ: Optional[Mapping[str, str]] = None, path: Optional[Path] 
             raise UsageError(f"{path}:{match.group(1)}: invalid TOML: {message}") from None
         raise UsageError(f"{path}: invalid TOML: {message}") from None
     return ConfigFile(path, data, text)
+
+
+# Config and password files are a few lines; anything bigger is not one (and /dev/zero
+# or a runaway generator would otherwise be read until memory runs out).
+MAX_SMALL_FILE = 1024 * 1024
+
+
+def read_small_text(path: Path, what: str, limit: int = MAX_SMALL_FILE) -> str:
+    """The UTF-8 text of a small regular file; anything else is a UsageError naming `what`.
+
+    A FIFO, a device or a socket is refused before it is opened (opening a FIFO blocks
+    until a writer comes, reading /dev/zero never ends); the file is opened with
+    O_NONBLOCK all the same, in case it was swapped for one between the check and the
+    open, and checked again on its descriptor.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found") from None
+    except OSError as error:
+        raise UsageError(f"can't read {what}: {error.strerror or error}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{what} is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{what} is a pipe or a device, not a regular file", "give a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as error:
+        raise UsageError(f"can't read {what}: {error.strerror or error}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} is a pipe or a device, not a regular file", "give a regular file")
+        chunks: List[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise UsageError(f"can't read {what}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UsageError(f"{what} is larger than {limit // 1024} KiB: not a config or password file")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} is not UTF-8 text") from None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, List, Optional, Tuple
 
 import typer
 
-from qwenocr.cli.options import VERBOSE, verbosity_level, verbosity_options
+from qwenocr.cli.options import VERBOSE, finite_float, verbosity_level, verbosity_options
 from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 if TYPE_CHECKING:  # the config layer is imported when doctor runs, not for `qwenocr --help`
@@ -34,7 +34,11 @@ def doctor_command(
     ] = None,
     memory: Annotated[
         Optional[float],
-        typer.Option("--memory", help="What-if: RAM / unified memory in GB as sold (binary: 256 = 256 GiB)."),
+        typer.Option(
+            "--memory",
+            click_type=finite_float(),
+            help="What-if: RAM / unified memory in GB as sold (binary: 256 = 256 GiB).",
+        ),
     ] = None,
     vram: Annotated[
         Optional[str],

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
-from typing import Annotated, Any, Callable, Sequence, TypeVar, cast
+from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar, cast
 
 import typer
-from typer._click.core import Context  # Typer 0.28 carries its own Click
+from typer._click.core import Context, Parameter  # Typer 0.28 carries its own Click
+from typer._click.types import FloatParamType, FloatRange
 
 # The levels `verbosity_level` returns, as config.verbosity counts them.
 QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
@@ -81,6 +83,36 @@ def verbosity_options(*, quiet: str, verbose: str) -> Callable[[Command], Comman
         return cast(Command, run)
 
     return decorate
+
+
+class _FiniteFloat(FloatParamType):
+    """A float that must be finite: Python's float() reads "nan" and "inf" without a word.
+
+    A range check can't catch NaN (every comparison with it is false), so `--temperature
+    nan` went through Click and failed deep inside the run as an internal error.
+    """
+
+    def convert(self, value: Any, param: Optional[Parameter], ctx: Optional[Context]) -> Any:
+        number = FloatParamType.convert(self, value, param, ctx)  # first: a range check says "inf > max"
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class _FiniteFloatRange(_FiniteFloat, FloatRange):
+    """`_FiniteFloat` within bounds: finite first, then Click's own range check."""
+
+
+def finite_float(min: Optional[float] = None, max: Optional[float] = None) -> FloatParamType:
+    """The Click type for a float option: finite, within `min`..`max` when given.
+
+    Pass it as `typer.Option(..., click_type=finite_float(...))`; Typer then ignores its
+    own min/max, so the bounds go here. It applies to values from the command line,
+    QWENOCR_* variables and the config file alike (config.py converts with the type).
+    """
+    if min is None and max is None:
+        return _FiniteFloat()
+    return _FiniteFloatRange(min=min, max=max)
 
 
 def verbosity_level(ctx: Context) -> int:

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from qwenocr.cli.options import QUIET, VERBOSE, verbosity_level, verbosity_options
+from qwenocr.cli.options import QUIET, VERBOSE, finite_float, verbosity_level, verbosity_options
 from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 
@@ -77,8 +77,7 @@ def scan_command(
         Optional[float],
         typer.Option(
             "--dpi",
-            min=10,
-            max=1200,
+            click_type=finite_float(min=10, max=1200),
             help="Render at a fixed DPI instead of the token budget (capped at what the engine accepts).",
         ),
     ] = None,
@@ -137,20 +136,25 @@ def scan_command(
         int, typer.Option("--max-tokens", min=16, help="Most tokens generated per page.")
     ] = DEFAULT_MAX_OUTPUT_TOKENS,
     temperature: Annotated[
-        float, typer.Option("--temperature", min=0.0, max=2.0, help="0 = deterministic (greedy).")
+        float,
+        typer.Option("--temperature", click_type=finite_float(min=0.0, max=2.0), help="0 = deterministic (greedy)."),
     ] = 0.0,
     seed: Annotated[
         int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")
     ] = 0,
     page_timeout: Annotated[
         Optional[float],
-        typer.Option("--page-timeout", min=1.0, help="Seconds per page before it is marked timeout and skipped."),
+        typer.Option(
+            "--page-timeout",
+            click_type=finite_float(min=1.0),
+            help="Seconds per page before it is marked timeout and skipped.",
+        ),
     ] = None,
     render_timeout: Annotated[
         float,
         typer.Option(
             "--render-timeout",
-            min=0.0,
+            click_type=finite_float(min=0.0),
             help="Seconds a PDF page may take to render (in a separate process) before it is marked error and"
             " skipped; 0 renders in-process, without a limit.",
         ),
@@ -189,9 +193,10 @@ def scan_command(
 ) -> None:
     import os
 
-    from qwenocr import interrupts
+    from qwenocr import interrupts, stdio
+    from qwenocr.cli.config import read_small_text
     from qwenocr.engines.base import GenerationSettings
-    from qwenocr.errors import UsageError
+    from qwenocr.errors import OutputError
     from qwenocr.fit.plan import check_family, check_family_variant
     from qwenocr.pages.document import RenderSettings
     from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions
@@ -202,12 +207,11 @@ def scan_command(
 
     level = verbosity_level(ctx)
     if password is None and password_file is not None:
-        try:
-            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as error:
-            raise UsageError(f"--password-file {password_file}: {error.strerror}") from None
+        password = read_small_text(password_file, f"--password-file {password_file}").rstrip("\r\n")
     if password is None:
         password = os.environ.get("QWENOCR_PDF_PASSWORD") or None
+    if output is None and stdio.stdout_was_closed():  # `>&-`: refuse now, not after the work
+        raise OutputError("stdout is closed, so the document has nowhere to go", "give -o FILE, or leave stdout open")
     options = ScanOptions(
         prompt=prompt or DEFAULT_PROMPT,
         generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),

@@ -54,6 +54,13 @@ class Evaluation:
                 notes.append(f"the output has no page {_numbers(self.scores.missing_pages)}: scored as empty")
             if self.scores.unscored_pages:
                 notes.append(f"the reference has no page {_numbers(self.scores.unscored_pages)}: not scored")
+            if not self.scores.exact:
+                inexact = tuple(p.number for p in self.scores.pages if not p.exact)
+                where = "the texts" if self.scores.alignment == "document" else f"page {_numbers(inexact)}"
+                notes.append(
+                    f"{where}: too large and too different for an exact edit distance; "
+                    "the edits shown are an upper bound"
+                )
         return notes
 
     def to_dict(self) -> Dict[str, Any]:
@@ -76,6 +83,7 @@ class Evaluation:
                 ref_words=s.ref_words,
                 alignment=s.alignment,
                 unscored_pages=list(s.unscored_pages),
+                exact=s.exact,
             )
         report["pages"] = [
             {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from qwenocr.eval.distance import levenshtein
+from qwenocr.eval.distance import edit_distance
 from qwenocr.eval.documents import Document
 from qwenocr.eval.normalize import normalize
 
@@ -25,6 +25,9 @@ class PageScore:
     out_chars: int
     out_words: int
     missing: bool = False  # the output has no such page: scored as empty
+    # False when an edit count is an upper bound, not exact (huge, very different texts:
+    # distance.edit_distance says when)
+    exact: bool = True
 
     @property
     def cer(self) -> Optional[float]:
@@ -74,6 +77,10 @@ class Scores:
         return _rate(self.word_edits, self.ref_words)
 
     @property
+    def exact(self) -> bool:
+        return all(p.exact for p in self.pages)
+
+    @property
     def missing_pages(self) -> Tuple[int, ...]:
         return tuple(p.number for p in self.pages if p.missing)
 
@@ -83,15 +90,17 @@ def score_page(number: int, output: str, reference: str, normalized: bool = True
     if normalized:
         output, reference = normalize(output), normalize(reference)
     out_words, ref_words = output.split(), reference.split()
+    chars, words = edit_distance(output, reference), edit_distance(out_words, ref_words)
     return PageScore(
         number=number,
         ref_chars=len(reference),
         ref_words=len(ref_words),
-        char_edits=levenshtein(output, reference),
-        word_edits=levenshtein(out_words, ref_words),
+        char_edits=chars.edits,
+        word_edits=words.edits,
         out_chars=len(output),
         out_words=len(out_words),
         missing=missing,
+        exact=chars.exact and words.exact,
     )
 
 

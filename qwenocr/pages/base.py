@@ -17,6 +17,21 @@ if TYPE_CHECKING:  # Pillow and the text layer's types only; nothing is imported
     from qwenocr.pages.textlayer import PageText
 
 
+def display_name(name: str) -> str:
+    """`name` as it is shown anywhere (outputs, progress, messages): valid UTF-8 always.
+
+    On Linux a file name is bytes, and Python hands one that is not valid UTF-8 to us
+    with each bad byte as a lone surrogate (surrogateescape), which no UTF-8 stream can
+    write. Each such byte is shown as U+FFFD (the replacement character, as `ls` and
+    editors do), so JSON stays valid and the rest of the name readable; the name used to
+    open the file is never changed. docs/output-formats.md documents this.
+    """
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that no byte stands for (not from the OS)
+        return name.encode("utf-8", "replace").decode("utf-8")
+
+
 class Document:
     """One opened input: a page count and on-demand rendering of single pages."""
 

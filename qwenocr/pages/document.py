@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from qwenocr.errors import InputError, UsageError
-from qwenocr.pages.base import Document
+from qwenocr.pages.base import Document, display_name
 from qwenocr.pages.images import IMAGE_SUFFIXES, ImageDocument
 from qwenocr.pages.renderguard import GuardedPdfDocument
 from qwenocr.pages.sizing import RenderSettings, image_tokens
@@ -30,6 +30,7 @@ from qwenocr.pages.sizing import RenderSettings, image_tokens
 __all__ = [
     "IMAGE_SUFFIXES",
     "Document",
+    "display_name",
     "RenderSettings",
     "image_tokens",
     "open_document",
@@ -96,8 +97,9 @@ def open_document(path: Union[str, Path], password: Optional[str] = None, data: 
     """Open an input by sniffing its content (not trusting its name).
 
     `path` "-" with `data` is stdin. Raises InputError/EncryptedError with one-line messages.
+    The document's `name` (and every message) shows the path as `display_name` does.
     """
-    name = str(path)
+    name = display_name(str(path))
     if data is None:
         path = Path(path)
         try:

@@ -42,11 +42,10 @@ class ImageDocument(Document):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 self._image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
                 self._image.load()
+                self.page_count = getattr(self._image, "n_frames", 1) or 1
+                self._check_frames()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InputError(
-                f"{name}: the image is too large to decode ({str(error).split(',')[0]})",
-                "scale it down, or split it into pages",
-            ) from None
+            raise _too_large(name, str(error).split(",")[0]) from None
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise InputError(
                 f"{name}: the image could not be decoded ({error})",
@@ -56,12 +55,34 @@ class ImageDocument(Document):
             raise InputError(
                 f"{name}: the image is too large to decode in the memory that is free", "scale it down"
             ) from None
-        self.page_count = getattr(self._image, "n_frames", 1) or 1
+
+    def _check_frames(self) -> None:
+        """Every frame's declared size against the pixel limit, before any is decoded.
+
+        Pillow checks only the first frame when it opens a file; a later frame of a
+        TIFF is checked only when it is decoded, and between the limit and twice it
+        only with a warning: a 576 MP second frame would be decoded (gigabytes) and
+        print a raw warning. Seeking reads a frame's header, not its pixels.
+        """
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is None or self.page_count < 2:
+            return
+        for index in range(1, self.page_count):
+            self._image.seek(index)
+            width, height = self._image.size
+            if width * height > limit:
+                raise _too_large(self.name, f"frame {index + 1} has {width * height} pixels, over the limit of {limit}")
+        self._image.seek(0)
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
         try:
-            self._image.seek(number - 1)
-            frame = ImageOps.exif_transpose(self._image.copy())
+            with warnings.catch_warnings():
+                # As at open: Pillow's bomb warning becomes this page's error, not a stray line.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self._image.seek(number - 1)
+                frame = ImageOps.exif_transpose(self._image.copy())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise _too_large(f"{self.name}: frame {number}", str(error).split(",")[0]) from None
         except (OSError, ValueError, EOFError) as error:
             raise InputError(f"{self.name}: frame {number} could not be decoded ({error})") from None
         frame = _flatten(frame)
@@ -79,6 +100,11 @@ class ImageDocument(Document):
 
     def close(self) -> None:
         self._image.close()
+
+
+def _too_large(name: str, detail: str) -> InputError:
+    """The one error for an image (or a frame of one) over the pixel limit."""
+    return InputError(f"{name}: the image is too large to decode ({detail})", "scale it down, or split it into pages")
 
 
 def _flatten(image: Image.Image) -> Image.Image:

@@ -30,6 +30,12 @@ scan passes `results.checked_record`) each record is checked when read: a bad on
 dropped with one warning and its page is simply done again, never trusted into the
 output. Text is stored as UTF-8; a lone surrogate (which UTF-8 can't hold) is saved as
 U+FFFD.
+
+A checkpoint only saves work; the output is what matters. When the disk under it fails
+(full, over quota, read-only, an I/O error), creating it or writing a page, the run says
+so once and goes on with the pages kept in memory: it finishes, it just can't be resumed.
+Any other error still stops the run.
+
 The default root is `$QWENOCR_CACHE_DIR/checkpoints`, else the platform's user cache
 directory plus `checkpoints`: `~/.cache/qwenocr` on Linux (honouring `$XDG_CACHE_HOME`),
 `~/Library/Caches/qwenocr` on macOS, `%LOCALAPPDATA%\\qwenocr\\Cache` on Windows.
@@ -86,6 +92,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 Validator = Callable[[int, Any], dict]
 
 log = logging.getLogger(__name__)
+
+# What a full or failing disk raises: the run goes on without saving pages (see the top).
+_DISK_FAILURES = {
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "the disk reported an I/O error",
+}
 
 
 # -- digests and keys ----------------------------------------------------------------
@@ -183,6 +197,9 @@ class Checkpoint:
         # False when the checkpoint on disk was refused (a symbolic link): the pages then
         # go to an anonymous temporary file, and nothing on disk is touched or deleted.
         self.persistent = True
+        # False once a write failed for want of disk (see _DISK_FAILURES): pages are then
+        # kept in memory only, and the file is left as it was before that write.
+        self.writable = True
         self._validate = validate
         self._fd: Optional[int] = fd
         self._offset = 0  # bytes of the file already parsed
@@ -201,13 +218,18 @@ class Checkpoint:
             raise ValueError(f"not a checkpoint key: {key!r}")
         root = Path(root_dir) if root_dir is not None else default_root()
         directory = root / key
-        _make_private_dirs(directory)
         try:
+            _make_private_dirs(directory)
             fd = _open_pages(directory)
-        except _Refused as refused:
-            log.warning(f"checkpoint {directory}: {refused}; not using it, so this run can't be resumed")
-            fd = _anonymous_file()
-            checkpoint = cls(directory, key, fd, validate)
+        except (_Refused, OSError) as refused:
+            if isinstance(refused, OSError) and refused.errno not in _DISK_FAILURES:
+                raise
+            log.warning(f"checkpoint {directory}: {_why(refused)}; not using it, so this run can't be resumed")
+            if isinstance(refused, _Refused):
+                checkpoint = cls(directory, key, _anonymous_file(), validate)
+            else:  # the disk failed: keep the pages in memory, touch no disk at all
+                checkpoint = cls(directory, key, _scratch_file(), validate)
+                checkpoint.writable = False
             checkpoint.persistent = False
             return checkpoint
         try:
@@ -253,10 +275,14 @@ class Checkpoint:
         data = (line + "\n").encode("utf-8")
         stored = json.loads(line)["record"]  # what a later reader will see, not an alias
         with self._locked(exclusive=True):
-            self._refresh(repair=True)
-            _write_all(self._require_fd(), data)
-            os.fsync(self._require_fd())
-            self._offset += len(data)
+            self._refresh(repair=self.writable)
+            if self.writable:
+                try:
+                    _write_all(self._require_fd(), data)
+                    os.fsync(self._require_fd())
+                    self._offset += len(data)
+                except OSError as error:
+                    self._stop_writing(error)
             # Kept as a later reader will see it: checked, or (when invalid) left out.
             try:
                 self._pages[page_number] = self._validate(page_number, stored) if self._validate else stored
@@ -267,9 +293,14 @@ class Checkpoint:
         """Forget every page (`--no-resume`)."""
         with self._locked(exclusive=True):
             fd = self._require_fd()
-            os.ftruncate(fd, 0)
-            os.fsync(fd)
             self._offset = 0
+            try:
+                os.ftruncate(fd, 0)
+                os.fsync(fd)
+            except OSError as error:
+                self._stop_writing(error)
+                # What could not be cleared must not be read back as finished pages.
+                self._offset = os.fstat(fd).st_size
             self._pages = {}
             self.skipped_lines = 0
 
@@ -296,6 +327,22 @@ class Checkpoint:
         return f"Checkpoint({str(self.directory)!r}, pages={len(self._pages)})"
 
     # -- internals -------------------------------------------------------------------
+
+    def _stop_writing(self, error: OSError) -> None:
+        """After a failed write: re-raise unless the disk failed; else warn once, write no more.
+
+        The torn bytes of the failed line are cut off where the disk lets us (a reader
+        would skip them anyway), so the pages saved before stay resumable.
+        """
+        if error.errno not in _DISK_FAILURES:
+            raise error
+        self.writable = False
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._require_fd(), self._offset)
+        log.warning(
+            f"checkpoint in {self.directory}: {_DISK_FAILURES[error.errno]}; continuing without saving "
+            "pages, so the rest of this run can't be resumed"
+        )
 
     def _require_fd(self) -> int:
         if self._fd is None:
@@ -425,6 +472,10 @@ def _open_pages(directory: Path) -> int:
         os.close(dir_fd)
 
 
+def _why(problem: Exception) -> str:
+    return _DISK_FAILURES[problem.errno] if isinstance(problem, OSError) and problem.errno else str(problem)
+
+
 def _check_regular(fd: int) -> None:
     """Refuse (closing `fd`) anything but a regular file: a FIFO or device is no checkpoint."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -436,6 +487,16 @@ def _anonymous_file() -> int:
     """A private, already-deleted file: the pages of a run whose checkpoint was refused."""
     with tempfile.TemporaryFile() as handle:
         return os.dup(handle.fileno())
+
+
+def _scratch_file() -> int:
+    """A file descriptor to lock for a checkpoint that writes nothing: `_anonymous_file`,
+    or the null device when the temporary directory fails too (one full disk often holds
+    both)."""
+    try:
+        return _anonymous_file()
+    except OSError:
+        return os.open(os.devnull, os.O_RDWR | _CLOEXEC)
 
 
 def _read_from(fd: int, offset: int, length: int) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from qwenocr.errors import InputError, OutputError, QwenOCRError, UsageError
-from qwenocr.pages.document import IMAGE_SUFFIXES, open_document, parse_page_ranges
+from qwenocr.pages.document import IMAGE_SUFFIXES, display_name, open_document, parse_page_ranges, sniff_kind
 from qwenocr.scan.output import extension
 from qwenocr.scan.request import ScanRequest
 
@@ -38,6 +38,11 @@ class CheckedInput:
     kind: Optional[str] = None  # "pdf" or "image", once opened
     page_count: int = 0
     page_numbers: Tuple[int, ...] = ()  # the pages --pages selects (1-based, sorted)
+
+    @property
+    def shown(self) -> str:
+        """The name as outputs and messages show it (undecodable bytes as U+FFFD)."""
+        return display_name(self.name)
 
 
 SUPPORTED_SUFFIXES = {".pdf"} | IMAGE_SUFFIXES
@@ -57,7 +62,7 @@ def expand_inputs(names: List[str]) -> List[str]:
         if name != "-" and path.is_dir():
             found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
             if not found:
-                raise InputError(f"{name}: no PDF or image (PNG, JPEG, TIFF, WebP) in this directory")
+                raise InputError(f"{display_name(name)}: no PDF or image (PNG, JPEG, TIFF, WebP) in this directory")
             expanded.extend(found)
         elif name != "-" and not path.exists() and _GLOB_CHARS & set(name):
             matches = sorted(glob.glob(name, recursive=True))
@@ -119,9 +124,47 @@ def check_inputs(request: ScanRequest) -> List[CheckedInput]:
     return items
 
 
-def _check_input(name: str, request: ScanRequest) -> CheckedInput:
-    data = sys.stdin.buffer.read() if name == "-" else None
+# The most stdin (`-`) may hold. A file's size is known before it is read; a pipe's is
+# not, and `cat /dev/zero | qwenocr scan -` would otherwise fill memory. 2 GiB is far
+# beyond any real scan (a 500-page 300 dpi PDF is a few hundred MB); docs/commands.md.
+STDIN_LIMIT = 2 * 1024**3
+# What is read before the type is sniffed: a stream that is neither PDF nor image is
+# refused after this much, not after the whole of it.
+_SNIFF_BYTES = 2048
+_CHUNK = 1024 * 1024
+
+
+def read_stdin(limit: Optional[int] = None) -> bytes:
+    """All of stdin, at most `limit` bytes (STDIN_LIMIT); its type sniffed from the first
+    bytes before the rest is read. Raises InputError: not a PDF/image, empty, too large."""
+    limit = STDIN_LIMIT if limit is None else limit
+    if sys.stdin is None:  # started with stdin closed
+        raise InputError("-: stdin is closed", "pass a file, or pipe a PDF or image into qwenocr")
+    stream = sys.stdin.buffer
     try:
+        head = stream.read(_SNIFF_BYTES)
+        sniff_kind(head, "-")
+        chunks = [head]
+        size = len(head)
+        while size <= limit:
+            chunk = stream.read(min(_CHUNK, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise InputError(f"-: stdin could not be read ({error.strerror or error})") from None
+    shown = f"{limit / 1024**3:g} GiB" if limit >= 1024**3 else f"{limit} bytes"
+    raise InputError(
+        f"-: stdin is larger than {shown}, the most qwenocr reads from a pipe",
+        "save it to a file and pass its path",
+    )
+
+
+def _check_input(name: str, request: ScanRequest) -> CheckedInput:
+    data = None
+    try:
+        data = read_stdin() if name == "-" else None
         with open_document(name, request.password, data) as document:
             page_numbers = parse_page_ranges(request.pages, document.page_count)
             return CheckedInput(name, data, None, document.kind, document.page_count, tuple(page_numbers))
@@ -168,7 +211,8 @@ def _check_outputs_in_directory(items: List[CheckedInput], request: ScanRequest,
                 victim = None
         if victim is not None:
             raise UsageError(
-                f"-o {request.output}: the output of {source} would be {path}, which is the input {victim}: "
+                f"-o {display_name(str(request.output))}: the output of {display_name(source)} would be "
+                f"{display_name(str(path))}, which is the input {display_name(victim)}: "
                 "writing it would destroy the input",
                 "rename the input to its type (e.g. .png), or pick another output directory",
             )
@@ -183,7 +227,8 @@ def _check_output_file(path: Path, inputs: List[str]) -> None:
         with contextlib.suppress(OSError):
             if name != "-" and path.exists() and os.path.samefile(name, path):
                 raise UsageError(
-                    f"-o {path} is the input {name}: writing it would destroy the input",
+                    f"-o {display_name(str(path))} is the input {display_name(name)}: "
+                    "writing it would destroy the input",
                     "pick another output name, e.g. -o out.md",
                 )
     parent = path.parent

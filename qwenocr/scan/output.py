@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional, Tuple, Type
 
 from qwenocr import __version__
+from qwenocr.pages.base import display_name
 from qwenocr.scan.results import OK, REPETITION, TIMEOUT, TRUNCATED, PageResult, status_counts
 
 # Visible notes for pages whose text is not the whole page (Markdown has no status field).
@@ -116,7 +117,7 @@ class MarkdownWriter(Writer):
         if self.several:
             if self._pages_written:
                 self.stream.write("\n")
-            self.stream.write(f"<!-- document: {escape_markers(info.source)} -->\n\n")
+            self.stream.write(f"<!-- document: {escape_markers(display_name(info.source))} -->\n\n")
 
     def page(self, result: PageResult) -> None:
         parts = [page_marker(result.number, result.status)]
@@ -140,7 +141,7 @@ class JsonlWriter(Writer):
         self._source = ""
 
     def begin(self, info: DocumentInfo) -> None:
-        self._source = info.source
+        self._source = display_name(info.source)  # a file name's bytes may not be UTF-8
 
     def page(self, result: PageResult) -> None:
         # "file" names the input; the page's own "source" says which path made the text.
@@ -173,7 +174,7 @@ class JsonWriter(Writer):
 
 def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
     return {
-        "source": info.source,
+        "source": display_name(info.source),
         "sha256": info.sha256,
         "page_count": info.page_count,
         "pages": [result.to_record() for result in results],

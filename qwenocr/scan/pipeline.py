@@ -285,6 +285,24 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
     return best
 
 
+class _PieceSink:
+    """`on_piece` with the page's deadline on it (`deadline`, time.monotonic() seconds).
+
+    The callback alone checks the time only when text arrives; a server can stream
+    keep-alives or hidden reasoning for ever without any. Engines that wait on something
+    other than their own tokens (a server) read `deadline` and stop by then themselves.
+    """
+
+    __slots__ = ("feed", "deadline")
+
+    def __init__(self, feed: Callable[[str], bool], deadline: Optional[float]):
+        self.feed = feed
+        self.deadline = deadline
+
+    def __call__(self, piece: str) -> bool:
+        return self.feed(piece)
+
+
 def _generate_once(number, image, backend, options, settings, events) -> PageResult:
     from qwenocr.scan.repetition import RepetitionGuard
 
@@ -292,7 +310,7 @@ def _generate_once(number, image, backend, options, settings, events) -> PageRes
     deadline = time.monotonic() + options.page_timeout if options.page_timeout else None
     state = {"looped": False, "timed_out": False}
 
-    def on_piece(piece: str) -> bool:
+    def feed(piece: str) -> bool:
         events.tokens(1)
         if guard.feed(piece):
             state["looped"] = True
@@ -302,11 +320,18 @@ def _generate_once(number, image, backend, options, settings, events) -> PageRes
             return False
         return True
 
-    generation = backend.generate(image, options.prompt, settings, on_piece)
+    generation = backend.generate(image, options.prompt, settings, _PieceSink(feed, deadline))
     text = generation.text
     # The guard checks in steps of a few dozen characters; look at the very end too.
     if not state["looped"] and guard.finish():
         state["looped"] = True
+    if (
+        deadline is not None
+        and generation.finish_reason == "aborted"
+        and not state["looped"]
+        and time.monotonic() >= deadline
+    ):
+        state["timed_out"] = True  # the engine stopped at the deadline on its own (no text came)
     if state["looped"]:
         status, text = REPETITION, guard.text_before_loop
     elif state["timed_out"]:

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from qwenocr.pages.base import display_name
 from qwenocr.scan.results import GOOD_STATUSES, PageResult, status_counts
 
 
@@ -145,4 +146,5 @@ def _status_cells(counts: Dict[str, int]) -> List[str]:
 
 
 def _short(name: str, width: int = 32) -> str:
+    name = display_name(name)
     return name if len(name) <= width else "…" + name[-(width - 1) :]

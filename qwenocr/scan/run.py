@@ -70,7 +70,8 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
     inputs = check_inputs(request)
     good = [item for item in inputs if item.error is None]
     for item in inputs:
-        if item.error is not None and len(inputs) > 1:
+        # With no good input the first error is raised, and cli/app.py says it: not here too.
+        if item.error is not None and len(inputs) > 1 and (good or item is not inputs[0]):
             reporter.error(item.error.one_line())
     if not good:
         first_error = inputs[0].error
@@ -219,10 +220,10 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
             checkpoint.clear()
         resumable = len(checkpoint.finished())
         if resumable:
-            run.reporter.info(f"{item.name}: resuming, {resumable} page(s) already done")
+            run.reporter.info(f"{item.shown}: resuming, {resumable} page(s) already done")
         page_numbers = list(item.page_numbers)
         info = DocumentInfo(
-            source=item.name,
+            source=item.shown,  # valid UTF-8 whatever the file name's bytes
             sha256=digest,
             page_count=item.page_count,
             pages_selected=page_numbers,
@@ -233,7 +234,7 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
         results: List[PageResult] = []
         with _destination(run.outputs.get(item.name), run.writer, request.fmt) as writer:
             writer.begin(info)
-            run.reporter.start_document(item.name, len(page_numbers))
+            run.reporter.start_document(item.shown, len(page_numbers))
             events = Events(tokens=run.reporter.tokens, page_done=run.reporter.page_done)
             try:
                 for result in run_document(document, page_numbers, run.backend, run.options, checkpoint, events):
@@ -245,7 +246,7 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
     # Done and written: the checkpoint has served its purpose once the run ends. With
     # failed pages it stays, so a rerun retries only those.
     spent = checkpoint if not any(result.failed for result in results) else None
-    return _Scanned(item.name, results, time.monotonic() - started, spent)
+    return _Scanned(item.shown, results, time.monotonic() - started, spent)
 
 
 @contextlib.contextmanager

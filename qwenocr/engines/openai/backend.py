@@ -3,6 +3,10 @@
 The page image goes out as a `data:` URI (`encode`), thinking is switched off through
 `chat_template_kwargs`, and the answer is read as it streams (`stream`). Which server,
 retries and the key's secrecy are the client's work (`client`).
+
+The page's deadline reaches the engine as a `deadline` attribute on `on_piece`
+(`time.monotonic()` seconds; the pipeline sets it for `--page-timeout`): a server can
+keep a request busy without sending page text, so the engine must stop on its own.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from qwenocr.engines.openai.client import (
     BACKOFF_MAX_S,
     COOLDOWN_S,
     ERROR_BODY_LIMIT,
+    JSON_BODY_LIMIT,
+    Budget,
+    DeadlinePassed,
     Server,
     ServerClient,
+    read_limited,
     server_list,
 )
 from qwenocr.engines.openai.encode import encode_image
@@ -113,11 +121,19 @@ class OpenAIBackend(ServerClient):
         model = self.resolve_model()
         body = json.dumps(self.request_body(model, encode_image(image, self.image_format), prompt, settings)).encode()
         progress = Progress()  # shared by the attempts: a retry does not repeat what on_piece saw
+        deadline = page_deadline(on_piece)
 
         def attempt(server: Server) -> Generation:
-            return self._stream_once(server, body, on_piece, progress)
+            return self._stream_once(server, body, on_piece, progress, deadline)
 
-        return self._with_retries(attempt, what="generating")
+        try:
+            return self._with_retries(attempt, what="generating", deadline=deadline)
+        except DeadlinePassed as passed:
+            # The page's time is up: what the last attempt produced, ended like an abort
+            # from on_piece (the pipeline marks the page `timeout`).
+            if isinstance(passed.partial, Generation):
+                return passed.partial
+            return Generation(text="", output_tokens=0, prompt_tokens=None, finish_reason="aborted")
 
     @staticmethod
     def request_body(model: str, image_url: str, prompt: str, settings: GenerationSettings) -> Dict[str, Any]:
@@ -153,16 +169,23 @@ class OpenAIBackend(ServerClient):
         return body
 
     def _stream_once(
-        self, server: Server, body: bytes, on_piece: Optional[PieceCallback], progress: Progress
+        self,
+        server: Server,
+        body: bytes,
+        on_piece: Optional[PieceCallback],
+        progress: Progress,
+        deadline: Optional[float] = None,
     ) -> Generation:
-        def read(response: http.client.HTTPResponse) -> Generation:
+        def read(response: http.client.HTTPResponse, budget: Budget) -> Generation:
             if response.status != 200:
-                self._raise_for_status(server, response.status, response.headers, response.read(ERROR_BODY_LIMIT))
+                error = read_limited(response, ERROR_BODY_LIMIT, "the error", budget, truncate=True)
+                self._raise_for_status(server, response.status, response.headers, error)
             content_type = response.getheader("Content-Type", "") or ""
             if "text/event-stream" not in content_type:
                 # Some servers ignore stream=true and answer in one JSON document.
-                return from_json(response.read(), on_piece, progress)
-            return read_stream(response, on_piece, progress)
+                raw = read_limited(response, JSON_BODY_LIMIT, "the answer", budget)
+                return from_json(raw, on_piece, progress)
+            return read_stream(response, on_piece, progress, budget)
 
         return self._exchange(
             server,
@@ -173,4 +196,11 @@ class OpenAIBackend(ServerClient):
             read,
             stream=True,
             tls_hint="use the server's proper certificate, or http:// inside a trusted network",
+            page_deadline=deadline,
         )
+
+
+def page_deadline(on_piece: Optional[PieceCallback]) -> Optional[float]:
+    """The page's deadline carried by `on_piece` (see the module docstring), if any."""
+    value = getattr(on_piece, "deadline", None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -12,6 +12,10 @@ Why it is built this way:
   cool-down. Client errors (other 4xx) fail at once: retrying can't fix them.
 - The API key travels only in the `Authorization` header. Every message that can reach
   a log or an exception passes through `_redact`.
+- Every response is bounded: `timeout` is the time for the whole request (a watchdog
+  shuts the socket at the deadline, so a server trickling a byte a second can't stretch
+  it read by read), bodies read whole have a size limit, and so do stream lines (see
+  `stream`). A page's own deadline (`--page-timeout`) bounds its request the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ COOLDOWN_S = 15.0
 COOLDOWN_MAX_S = 120.0
 MODELS_TIMEOUT_S = 30.0
 ERROR_BODY_LIMIT = 4096
+MIB = 1024 * 1024
+# A chat completion sent as one JSON document is a page of text: 16 MiB is far above any
+# real answer, and far below what would hurt. A model list is a few KiB.
+JSON_BODY_LIMIT = 16 * MIB
+MODELS_BODY_LIMIT = 1 * MIB
+READ_CHUNK = 64 * 1024
 
 T = TypeVar("T")
 
@@ -84,6 +94,107 @@ class Retryable(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+
+class DeadlinePassed(Exception):
+    """The page's own deadline passed during a request: the page ends as `timeout`.
+
+    Not a server failure (no retry, no cool-down). `partial` is what the interrupted
+    attempt had produced (a `Generation`), or None.
+    """
+
+    def __init__(self, partial: Any = None):
+        super().__init__("the page deadline passed")
+        self.partial = partial
+
+
+class Budget:
+    """The time one request may take: the request limit or the page's deadline, whichever
+    comes first (`time.monotonic()` seconds).
+
+    A watchdog timer shuts the connection's socket at `until`, which wakes any blocked
+    read; readers also call `check()` on every line or chunk, so a server that keeps
+    sending (keep-alive comments, hidden reasoning) is stopped on time as well.
+    """
+
+    def __init__(self, limit: float, page_deadline: Optional[float] = None):
+        now = time.monotonic()
+        self.limit = limit
+        self.until = now + limit
+        self.page_bound = page_deadline is not None and page_deadline <= self.until
+        if page_deadline is not None:
+            self.until = min(self.until, page_deadline)
+        self.fired = False
+        # The socket, kept: http.client drops `conn.sock` once a response says
+        # "Connection: close" (the response reads on), so the watchdog can't find it there.
+        self.sock: Optional[socket.socket] = None
+        self._timer: Optional[threading.Timer] = None
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.fired or self.left() <= 0
+
+    def check(self) -> None:
+        if self.expired():
+            raise BudgetExpired()
+
+    def watch(self, conn: http.client.HTTPConnection) -> None:
+        def fire() -> None:
+            self.fired = True
+            self.shutdown(conn)
+
+        self._timer = threading.Timer(max(0.0, self.left()), fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def shutdown(self, conn: http.client.HTTPConnection) -> None:
+        """Shut the request's socket: wakes a thread blocked in recv() (close() alone may not)."""
+        sock = self.sock or conn.sock
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class BudgetExpired(Exception):
+    """A request ran out of its `Budget`; `partial` as in DeadlinePassed."""
+
+    def __init__(self, partial: Any = None):
+        super().__init__("out of time")
+        self.partial = partial
+
+
+def read_limited(
+    response: http.client.HTTPResponse, limit: int, what: str, budget: Budget, *, truncate: bool = False
+) -> bytes:
+    """The body, read in chunks up to `limit` bytes; past it a Retryable naming the limit
+    (or, with `truncate`, the first `limit` bytes): a server can't make us hold more."""
+    chunks: List[bytes] = []
+    size = 0
+    while size <= limit:
+        budget.check()
+        chunk = response.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    if size > limit:
+        if truncate:
+            return body[:limit]
+        raise Retryable(f"{what} passed the size limit of {size_text(limit)}")
+    return body
+
+
+def size_text(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB and size % MIB == 0 else f"{size} bytes"
 
 
 # --- servers -------------------------------------------------------------------------
@@ -216,18 +327,22 @@ class ServerClient:
 
         def attempt(server: Server) -> List[str]:
             timeout = min(self.timeout, MODELS_TIMEOUT_S)
-            status, headers, body = self._request(server, "GET", "/models", None, timeout)
+            status, headers, body = self._request(server, "GET", "/models", None, timeout, MODELS_BODY_LIMIT)
             self._raise_for_status(server, status, headers, body)
             return _model_ids(body)
 
         return self._with_retries(attempt, what="listing models")
 
-    def _with_retries(self, attempt: Callable[[Server], T], what: str) -> T:
+    def _with_retries(self, attempt: Callable[[Server], T], what: str, deadline: Optional[float] = None) -> T:
+        """`attempt` until it succeeds or the retries run out; with a page `deadline`
+        (monotonic seconds), no attempt starts and no pause lasts past it."""
         server: Optional[Server] = None
         error: Optional[Retryable] = None
         attempts = self.max_retries + 1
         for number in range(1, attempts + 1):
             self._check_open()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlinePassed()
             server = self._pool.pick(avoid=server)
             try:
                 result = attempt(server)
@@ -247,6 +362,8 @@ class ServerClient:
                     number + 1,
                     attempts,
                 )
+                if deadline is not None:
+                    delay = min(delay, max(0.0, deadline - time.monotonic()))
                 if delay > 0:
                     self._sleep(delay)
                 continue
@@ -288,18 +405,25 @@ class ServerClient:
         endpoint: str,
         body: Optional[bytes],
         timeout: float,
-        read: Callable[[http.client.HTTPResponse], T],
+        read: Callable[[http.client.HTTPResponse, Budget], T],
         *,
         stream: bool = False,
         tls_hint: Optional[str] = None,
+        page_deadline: Optional[float] = None,
     ) -> T:
         """One request on its own connection; `read` takes the response while it is open.
 
+        `timeout` bounds the whole request, connecting to the last byte, and so does
+        `page_deadline` when it comes first (then running out raises `DeadlinePassed`).
         Network failures become `Retryable` (a timeout, a reset) or `BackendError` (an
         untrusted certificate: retrying can't fix it).
         """
-        conn = server.connect(timeout)
-        self._track(conn, True)
+        budget = Budget(timeout, page_deadline)
+        if budget.expired():
+            raise DeadlinePassed() if budget.page_bound else Retryable(f"no complete answer within {timeout:g} s")
+        conn = server.connect(budget.left())
+        self._track((conn, budget), True)
+        budget.watch(conn)
         try:
             try:
                 conn.request(method, server.path(endpoint), body=body, headers=self._headers(stream=stream))
@@ -307,26 +431,50 @@ class ServerClient:
                 # http.client quotes the refused header in its message: with the key
                 # checked up front this can't happen, and if it does, the text stays out.
                 raise BackendError(f"{server.display}: a request header could not be sent") from None
-            return read(conn.getresponse())
+            budget.sock = conn.sock
+            # The watchdog may have fired while the socket did not exist yet.
+            budget.check()
+            return read(conn.getresponse(), budget)
         except ssl.SSLCertVerificationError as failure:
             raise BackendError(
                 f"{server.display}: TLS certificate not trusted ({failure.verify_message})", hint=tls_hint
             ) from None
+        except BudgetExpired as failure:
+            raise self._out_of_time(budget, failure.partial) from None
         except (socket.timeout, TimeoutError):
-            raise Retryable(f"no answer within {timeout:g} s") from None
-        except (http.client.HTTPException, ConnectionError, OSError) as failure:
+            raise self._out_of_time(budget, None) from None
+        except (http.client.HTTPException, ConnectionError, OSError, Retryable) as failure:
+            if budget.expired():  # the watchdog's shutdown, seen as a reset or a cut stream
+                raise self._out_of_time(budget, None) from None
+            if isinstance(failure, Retryable):
+                raise
             raise Retryable(f"connection failed ({_describe(failure)})") from None
         finally:
-            self._track(conn, False)
+            budget.stop()
+            self._track((conn, budget), False)
             conn.close()
 
-    def _request(
-        self, server: Server, method: str, endpoint: str, body: Optional[bytes], timeout: float
-    ) -> Tuple[int, Any, bytes]:
-        """(status, headers, body) of one request that is read whole."""
+    @staticmethod
+    def _out_of_time(budget: Budget, partial: Any) -> Exception:
+        if budget.page_bound:
+            return DeadlinePassed(partial)
+        return Retryable(f"no complete answer within {budget.limit:g} s (the time limit per request)")
 
-        def read(response: http.client.HTTPResponse) -> Tuple[int, Any, bytes]:
-            return response.status, response.headers, response.read()
+    def _request(
+        self, server: Server, method: str, endpoint: str, body: Optional[bytes], timeout: float, limit: int
+    ) -> Tuple[int, Any, bytes]:
+        """(status, headers, body) of one request that is read whole, at most `limit`
+        bytes of it (an error's body is cut to its first few KiB)."""
+
+        def read(response: http.client.HTTPResponse, budget: Budget) -> Tuple[int, Any, bytes]:
+            if response.status != 200:
+                return (
+                    response.status,
+                    response.headers,
+                    read_limited(response, ERROR_BODY_LIMIT, "the error", budget, truncate=True),
+                )
+            what = f"the answer to {endpoint}"
+            return response.status, response.headers, read_limited(response, limit, what, budget)
 
         return self._exchange(server, method, endpoint, body, timeout, read)
 
@@ -353,9 +501,9 @@ class ServerClient:
             text = text.replace(self._api_key, "***")
         return text
 
-    def _track(self, conn: http.client.HTTPConnection, add: bool) -> None:
+    def _track(self, request: Tuple[http.client.HTTPConnection, Budget], add: bool) -> None:
         with self._active_lock:
-            (self._active.add if add else self._active.discard)(conn)
+            (self._active.add if add else self._active.discard)(request)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -365,14 +513,9 @@ class ServerClient:
         """Stop: close in-flight connections (their requests raise) and refuse new ones."""
         self._closed = True
         with self._active_lock:
-            connections = list(self._active)
-        for conn in connections:
-            try:
-                # shutdown() wakes a thread blocked in recv(); close() alone may not.
-                if conn.sock is not None:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            requests = list(self._active)
+        for conn, budget in requests:
+            budget.shutdown(conn)
 
 
 # --- answers -------------------------------------------------------------------------
@@ -463,7 +606,7 @@ def check_server(base_url: str, api_key: Optional[str] = None, timeout: float = 
     result["base_url"] = server.display
     started = time.monotonic()
     try:
-        status, headers, body = client._request(server, "GET", "/models", None, timeout)
+        status, headers, body = client._request(server, "GET", "/models", None, timeout, MODELS_BODY_LIMIT)
     except (Retryable, BackendError) as failure:
         result["error"] = client._redact(getattr(failure, "message", str(failure)))
         return result

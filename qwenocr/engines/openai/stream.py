@@ -4,6 +4,11 @@ Streaming means progress and the pipeline's guards (repetition, page timeout) wo
 with local engines: each piece goes to `on_piece` as it arrives, and `on_piece`
 returning False ends the read, which closes the connection: that is how servers learn
 to stop generating. A leading think block is dropped on the way (`_ThinkFilter`).
+
+Everything a server sends counts against the request's `Budget`, checked on every line,
+not only on visible text: keep-alive comments, `reasoning_content` and a think block
+that never ends are stopped by the deadline like text is. A line, an event and the
+visible answer each have a size limit, so no server can make the reader hold more.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from qwenocr.engines.base import Generation, PieceCallback
-from qwenocr.engines.openai.client import Retryable, error_detail
+from qwenocr.engines.openai.client import MIB, Budget, BudgetExpired, Retryable, error_detail, size_text
+
+# One SSE line or event carries one token or a few: 8 MiB is a server gone wrong.
+SSE_LINE_LIMIT = 8 * MIB
+# A page's text; a model writing more than this is looping, and the guard would say so.
+ANSWER_CHARS_LIMIT = 16 * MIB
 
 
 @dataclass
@@ -26,28 +36,55 @@ class Progress:
 
 
 def read_stream(
-    response: http.client.HTTPResponse, on_piece: Optional[PieceCallback], progress: Progress
+    response: http.client.HTTPResponse,
+    on_piece: Optional[PieceCallback],
+    progress: Progress,
+    budget: Optional[Budget] = None,
 ) -> Generation:
-    """The answer of a `text/event-stream` response (server-sent events)."""
+    """The answer of a `text/event-stream` response (server-sent events).
+
+    Out of time (`budget`), it raises BudgetExpired carrying what was read so far."""
     state = _StreamState(on_piece, progress)
+    try:
+        _read_events(response, state, budget)
+        return _finish(state)
+    except (BudgetExpired, OSError, http.client.HTTPException, Retryable):
+        # Out of time, the watchdog's shutdown shows as a reset or a stream cut short.
+        if budget is not None and budget.expired():
+            raise BudgetExpired(state.result("aborted")) from None
+        raise
+
+
+def _read_events(response: http.client.HTTPResponse, state: "_StreamState", budget: Optional[Budget]) -> None:
     data: List[bytes] = []
+    event_size = 0
     while True:
-        line = response.readline()
+        if budget is not None:
+            budget.check()
+        line = response.readline(SSE_LINE_LIMIT + 1)
         if not line:
             break
+        if len(line) > SSE_LINE_LIMIT:
+            raise Retryable(f"a stream line passed the size limit of {size_text(SSE_LINE_LIMIT)}")
         line = line.rstrip(b"\r\n")
         if line:
             if line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                event_size += len(line)
+                if event_size > SSE_LINE_LIMIT:
+                    raise Retryable(f"a stream event passed the size limit of {size_text(SSE_LINE_LIMIT)}")
             continue  # comments (":"), event:, id:, retry: carry nothing we need
         if data:
             if state.event(b"\n".join(data)):
                 break
-            data = []
+            data, event_size = [], 0
         if state.aborted:
             break
     if data and not state.aborted and not state.done:
         state.event(b"\n".join(data))
+
+
+def _finish(state: "_StreamState") -> Generation:
     if state.aborted:
         return state.result("aborted")
     if state.finish_reason is None:
@@ -159,6 +196,8 @@ class _StreamState:
         if not text or self.aborted:
             return
         before = self.visible_len
+        if before + len(text) > ANSWER_CHARS_LIMIT:
+            raise Retryable(f"the answer passed the size limit of {size_text(ANSWER_CHARS_LIMIT)} characters")
         self.visible.append(text)
         self.visible_len += len(text)
         if self.on_piece is None or self.visible_len <= self.progress.delivered:
