@@ -21,6 +21,14 @@ at high page rates. `--pre-encode` hands `generate` ready `data:` URIs to measur
 HTTP, streaming and threads alone. `--repeat N` keeps each level's best of N runs
 (the machine may be shared).
 
+With `--capacity K` the server takes only K requests at once (`--over-capacity`:
+"interrupt", like llama-cpp-python's server with its defaults; "queue"; 429 or 503),
+and each level runs twice: with the adaptive limit per server (what scan does) and with
+the limit fixed at the level (`adaptive=False`, what qwenocr did before). It shows what
+pushing more pages than a server takes costs, in pages/s and failed pages:
+
+    .venv/bin/python benchmarks/bench_openai_concurrency.py --capacity 2 --over-capacity 429 --levels 2 4 8
+
 Results go to stdout as a table (and as JSON with --json).
 """
 
@@ -34,18 +42,25 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qwenocr.engines.base import GenerationSettings  # noqa: E402
 from qwenocr.engines.openai import OpenAIBackend, encode_image  # noqa: E402
+from qwenocr.errors import BackendError  # noqa: E402
 from tests.support.samples import page_image  # noqa: E402
 
 
-def start_server(delay: float) -> tuple:
+def start_server(delay: float, capacity: Optional[int] = None, over_capacity: str = "interrupt") -> tuple:
+    command = [sys.executable, "-m", "tests.support.openai_fake_server", "--delay", str(delay)]
+    if capacity:
+        # The answer's time spread over its 40 pieces, so that an interruption can land.
+        command = [*command[:-1], "0", "--piece-delay", str(delay / 40)]
+        command += ["--capacity", str(capacity), "--over-capacity", over_capacity]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.openai_fake_server", "--delay", str(delay)],
+        command,
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -58,18 +73,55 @@ def start_server(delay: float) -> tuple:
     return process, url
 
 
-def run_level(url: str, images: list, concurrency: int) -> dict:
-    client = OpenAIBackend([url], model="qwen3.5-fake", concurrency=concurrency, timeout=60)
+def run_level(url: str, images: list, concurrency: int, adaptive: bool = True) -> dict:
+    client = OpenAIBackend([url], model="qwen3.5-fake", concurrency=concurrency, timeout=60, adaptive=adaptive)
     settings = GenerationSettings(max_tokens=512)
+
+    def page(image: Any) -> bool:
+        try:
+            return bool(client.generate(image, "Read all the text in the image.", settings).text)
+        except BackendError:  # out of attempts: the page would be `error`
+            return False
+
     started = time.perf_counter()
     with ThreadPoolExecutor(client.concurrency) as pool:
         # map keeps the page order, as the pipeline does; the pool keeps c in flight.
-        results = list(
-            pool.map(lambda image: client.generate(image, "Read all the text in the image.", settings), images)
-        )
+        results = list(pool.map(page, images))
     elapsed = time.perf_counter() - started
-    assert all(r.text for r in results)
-    return {"concurrency": concurrency, "pages": len(images), "seconds": elapsed, "pages_per_s": len(images) / elapsed}
+    done = sum(results)
+    return {
+        "concurrency": concurrency,
+        "adaptive": adaptive,
+        "pages": len(images),
+        "failed": len(images) - done,
+        "seconds": elapsed,
+        "pages_per_s": done / elapsed,
+        "limit_after": next(iter(client.limits.values())),
+    }
+
+
+def compare(args: argparse.Namespace, images: list) -> None:
+    """--capacity: adaptive against fixed at each level."""
+    process, url = start_server(args.delay, args.capacity, args.over_capacity)
+    try:
+        rows = [run_level(url, images, c, adaptive) for c in args.levels for adaptive in (True, False)]
+    finally:
+        process.stdin.close()
+        process.wait(10)
+    if args.json:
+        print(json.dumps({"delay_s": args.delay, "capacity": args.capacity, "levels": rows}, indent=2))
+        return
+    print(
+        f"fake server: {args.delay * 1000:.0f} ms per page, {args.capacity} at once, beyond: {args.over_capacity};"
+        f" {args.pages} pages per run; ideal {args.capacity / args.delay:.1f} pages/s"
+    )
+    print(f"{'in flight':>9} {'limit':>9} {'seconds':>8} {'pages/s':>8} {'failed':>6} {'limit after':>11}")
+    for row in rows:
+        kind = "adaptive" if row["adaptive"] else "fixed"
+        print(
+            f"{row['concurrency']:>9} {kind:>9} {row['seconds']:>8.2f} {row['pages_per_s']:>8.2f}"
+            f" {row['failed']:>6} {row['limit_after']:>11}"
+        )
 
 
 def main() -> None:
@@ -83,6 +135,8 @@ def main() -> None:
     parser.add_argument("--pre-encode", action="store_true", help="encode the images before timing (transport only)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per level; the best is kept")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--capacity", type=int, help="the server takes this many at once: adaptive vs fixed")
+    parser.add_argument("--over-capacity", default="interrupt", help='"interrupt", "queue", 429 or 503')
     args = parser.parse_args()
 
     images = [page_image(n, size=tuple(args.size)) for n in range(1, args.pages + 1)]
@@ -92,6 +146,9 @@ def main() -> None:
     encode_ms = (time.perf_counter() - started) / min(16, len(images)) * 1000
     if args.pre_encode:
         images = [encode_image(image) for image in images]
+    if args.capacity:
+        compare(args, images)
+        return
 
     process, url = start_server(args.delay)
     try:

@@ -7,6 +7,7 @@ machines are noisy; the numbers are recorded in docs/performance.md. Not a test:
     python benchmarks/bench_scan.py memory --small 10 --large 500
     python benchmarks/bench_scan.py modes --pages 50
     python benchmarks/bench_scan.py startup --runs 15
+    python benchmarks/bench_scan.py isolation --pages 20 --repeats 3
 
 The tiny random-weight checkpoints come from tests/fixtures/build_tiny_models.py
 (QWENOCR_TEST_MODELS, as set by scripts/test.sh; or --models DIR).
@@ -325,6 +326,109 @@ def modes(args) -> None:
     )
 
 
+def isolation(args) -> None:
+    """What running the engine in a worker process costs (`engines.isolated`).
+
+    Two measurements. Per page: the same pre-rendered pages through llama.cpp in this
+    process and through `IsolatedEngine` (both loaded side by side, calls interleaved,
+    sampling with the same seed so both generate the same tokens); the ratio of the
+    medians is the isolation's cost per page (the page's pixels through a pipe, the
+    text back as messages). Per run: the whole CLI with QWENOCR_ISOLATE_ENGINE=0 and 1,
+    interleaved, which adds the worker's start-up."""
+    from PIL import Image
+
+    from qwenocr.engines.base import GenerationSettings
+    from qwenocr.engines.isolated import IsolatedEngine
+    from qwenocr.engines.llamacpp import LlamaCppBackend
+    from qwenocr.pages.document import RenderSettings, open_document
+    from qwenocr.scan.pipeline import DEFAULT_PROMPT
+
+    model, mmproj = _gguf(_models(args))
+    settings = GenerationSettings(max_tokens=MAX_TOKENS, temperature=float(TEMPERATURE))
+    per_page = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pdf = samples.write_pdf(tmp / "doc.pdf", pages=args.pages, size=(850, 1100))
+        for image_tokens in (IMAGE_TOKENS, 1536):
+            with open_document(pdf) as document:
+                pages = [
+                    document.render(number, RenderSettings(max_image_tokens=image_tokens))
+                    for number in range(1, document.page_count + 1)
+                ]
+            n_ctx = image_tokens + MAX_TOKENS + 512 + 256
+            local = LlamaCppBackend(model, mmproj, n_ctx=n_ctx)
+            isolated = IsolatedEngine(
+                "llama.cpp",
+                {"model_path": str(model), "mmproj_path": str(mmproj), "n_ctx": n_ctx, "n_gpu_layers": -1},
+            )
+            times: dict = {"in_process": [], "isolated": []}
+            tokens = {"in_process": 0, "isolated": 0}
+            try:
+                for index, page in enumerate(pages * args.repeats):
+                    order = [("in_process", local), ("isolated", isolated)]
+                    for name, engine in order if index % 2 == 0 else reversed(order):
+                        assert isinstance(page, Image.Image)
+                        start = time.perf_counter()
+                        generation = engine.generate(page, DEFAULT_PROMPT, settings)
+                        times[name].append(time.perf_counter() - start)
+                        tokens[name] += generation.output_tokens
+            finally:
+                local.close()
+                isolated.close()
+            median = statistics.median
+            per_page[image_tokens] = {
+                "median_s": {name: round(median(values), 4) for name, values in times.items()},
+                "ratio": round(median(times["isolated"]) / median(times["in_process"]), 3),
+                "ratio_min": round(min(times["isolated"]) / min(times["in_process"]), 3),
+                "tokens": tokens,
+            }
+        command = [
+            sys.executable,
+            "-m",
+            "qwenocr",
+            "scan",
+            str(pdf),
+            "--model",
+            str(model),
+            "--mmproj",
+            str(mmproj),
+            "--max-tokens",
+            str(MAX_TOKENS),
+            "--max-image-tokens",
+            str(IMAGE_TOKENS),
+            "--no-resume",
+            "--quiet",
+            "--temperature",
+            TEMPERATURE,
+            "-f",
+            "json",
+            "-o",
+            str(tmp / "out.json"),
+        ]
+        wall: dict = {"0": [], "1": []}
+        for _ in range(args.repeats):
+            for flag in ("0", "1"):
+                os.environ["QWENOCR_ISOLATE_ENGINE"] = flag
+                wall[flag].append(_timed(command)[0])
+        os.environ.pop("QWENOCR_ISOLATE_ENGINE", None)
+    print(
+        json.dumps(
+            {
+                "benchmark": "isolation",
+                "pages": args.pages,
+                "repeats": args.repeats,
+                "per_page_by_image_tokens": per_page,
+                "cli_median_s": {
+                    "in_process": round(statistics.median(wall["0"]), 2),
+                    "isolated": round(statistics.median(wall["1"]), 2),
+                },
+                "cli_ratio": round(statistics.median(wall["1"]) / statistics.median(wall["0"]), 3),
+                "cli_ratio_min": round(min(wall["1"]) / min(wall["0"]), 3),
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="tiny model fixture dir (default: $QWENOCR_TEST_MODELS)")
@@ -339,8 +443,12 @@ def main() -> None:
     p.add_argument("--pages", type=int, default=50)
     p = sub.add_parser("startup")
     p.add_argument("--runs", type=int, default=15)
+    p = sub.add_parser("isolation")
+    p.add_argument("--pages", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    {"overhead": overhead, "memory": memory, "modes": modes, "startup": startup}[args.which](args)
+    commands = {"overhead": overhead, "memory": memory, "modes": modes, "startup": startup, "isolation": isolation}
+    commands[args.which](args)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     INSUFFICIENT_MEMORY = 9  # not enough free memory right now to load the model
     PARTIAL = 10  # some inputs or pages failed; the others completed
     BACKEND_ERROR = 11  # the engine or the inference server failed
+    ENGINE_CRASHED = 12  # the local engine crashed on several pages in a row; the run stopped
     HANGUP = 129  # SIGHUP (the terminal went away); as for SIGTERM
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished pages are kept for a resume
     TERMINATED = 143  # SIGTERM; as for SIGINT
@@ -33,6 +34,9 @@ class QwenOCRError(Exception):
     """An error the user can act on: a message, a hint, and an exit code."""
 
     exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+    # True when the error ends the whole run even where it happened on one page (a page
+    # error otherwise costs only that page).
+    ends_run: bool = False
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -77,6 +81,18 @@ class InsufficientMemoryError(QwenOCRError):
 
 class BackendError(QwenOCRError):
     exit_code = ExitCode.BACKEND_ERROR
+
+
+class EngineCrashedError(BackendError):
+    """The local engine's process died on a page (a native crash); the page is retried
+    once in a fresh engine, then marked `error`."""
+
+
+class EngineCrashLoopError(BackendError):
+    """The local engine crashed again and again with no page finished between: the run stops."""
+
+    exit_code = ExitCode.ENGINE_CRASHED
+    ends_run = True
 
 
 class Terminated(BaseException):

@@ -17,13 +17,14 @@ from PIL import Image
 
 from qwenocr.engines import llamacpp_patches
 from qwenocr.engines.base import Backend
+from qwenocr.engines.isolated import IsolatedEngine
 from qwenocr.engines.llamacpp import LlamaCppBackend
 from qwenocr.engines.mlx import MLXBackend
 from qwenocr.engines.openai import OpenAIBackend
 from tests.support.fake_engine import FakeBackend
 
 # Typed so that mypy checks each class against the protocol, too.
-ENGINES: List[Type[Backend]] = [MLXBackend, LlamaCppBackend, OpenAIBackend, FakeBackend]
+ENGINES: List[Type[Backend]] = [MLXBackend, LlamaCppBackend, IsolatedEngine, OpenAIBackend, FakeBackend]
 
 ATTRIBUTES = sorted(Backend.__annotations__)
 METHODS = sorted(name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_"))

@@ -41,8 +41,11 @@ def linux(monkeypatch):
     monkeypatch.setattr(hardware, "_cpu_name", lambda: "AMD Ryzen 9 7950X")
     monkeypatch.setattr(hardware, "_which", lambda name: None)
     monkeypatch.setattr(hardware, "_run", fake_run({}))
-    # No NVML unless a test installs one.
+    # No NVML unless a test installs one; no AMD driver files; no llama-cpp-python.
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(hardware, "SYSFS_ROOT", "/nonexistent-sysfs")
+    monkeypatch.setattr(hardware, "_rocm_installed", lambda: False)
+    monkeypatch.setattr(hardware, "_llama_installed", lambda: (False, None))
 
 
 @pytest.fixture
@@ -50,6 +53,7 @@ def mac(monkeypatch):
     monkeypatch.setattr(hardware, "_platform", lambda: ("darwin", "arm64"))
     monkeypatch.setattr(hardware, "_psutil_memory", lambda: (256 * GIB, 200 * GIB))
     monkeypatch.setattr(hardware, "_cpu_cores", lambda: 32)
+    monkeypatch.setattr(hardware, "_apple_gpu_cores", lambda: None)
 
 
 def install_fake_nvml(monkeypatch, gpus, driver=b"550.54.15", init_error=None):
@@ -209,7 +213,7 @@ def test_nvml_absent_and_no_nvidia_smi_is_cpu(linux):
     assert hw.ram_total_bytes == 32 * GIB
     assert hw.ram_available_bytes == 28 * GIB
     assert hw.memory_bandwidth_gbps is None  # unknown, never guessed
-    assert any("no NVIDIA GPU" in n for n in hw.notes)
+    assert any("no GPU found" in n for n in hw.notes)
 
 
 def test_nvidia_smi_that_fails_is_cpu(linux, monkeypatch):

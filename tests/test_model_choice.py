@@ -52,11 +52,12 @@ def test_a_split_local_gguf_counts_every_shard_against_free_memory(tmp_path, mon
     assert model.mmproj is not None and model.mmproj.name == "mmproj-F16.gguf"
     # Enough for the first shard, not for all three.
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=5 * GIB))
+    request = ScanRequest(inputs=["doc.pdf"])  # the check counts its context too: none here, the files have no header
     with pytest.raises(InsufficientMemoryError) as caught:
-        model_choice._check_local_model_fits(model)
+        model_choice._check_local_model_fits(model, request)
     assert f"{(6 * GIB + 1000 + GIB) / 1e9:.1f} GB" in caught.value.message
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=8 * GIB))
-    model_choice._check_local_model_fits(model)
+    model_choice._check_local_model_fits(model, request)
 
 
 def test_a_local_mlx_folder_is_recognised_by_its_required_files(tmp_path):
@@ -64,3 +65,16 @@ def test_a_local_mlx_folder_is_recognised_by_its_required_files(tmp_path):
     _sparse(tmp_path / "model.safetensors", 10)
     model = resolve_local(str(tmp_path))
     assert model is not None and model.backend == "mlx" and model.mmproj is None
+
+
+@pytest.mark.parametrize("model", ["/nonexistent", "./a/b", "../x", "/a", "org/", "a/b/c"])
+def test_a_missing_path_is_not_taken_for_a_repo_id(tmp_path, model):
+    """`--model /nonexistent` once reached the hub client as a repo id (internal error, exit 1)."""
+    from tests.support.clirun import run_cli
+    from tests.support.samples import write_pdf
+
+    proc = run_cli("scan", write_pdf(tmp_path / "doc.pdf", pages=1), "--model", model, "--offline")
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 2, stderr
+    assert "no such file or directory, and not a Hugging Face repo id" in stderr
+    assert "internal error" not in stderr

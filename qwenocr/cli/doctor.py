@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any, List, Optional, Tuple
 
 import typer
 
-from qwenocr.cli.options import VERBOSE, finite_float, verbosity_level, verbosity_options
+from qwenocr.cli.options import (
+    MAX_CONTEXT_TOKENS,
+    MAX_IMAGE_TOKENS,
+    VERBOSE,
+    Prefer,
+    finite_float,
+    verbosity_level,
+    verbosity_options,
+)
 from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 if TYPE_CHECKING:  # the config layer is imported when doctor runs, not for `qwenocr --help`
@@ -71,11 +79,37 @@ def doctor_command(
         ),
     ] = False,
     max_image_tokens: Annotated[
-        int, typer.Option("--max-image-tokens", min=64, help="Visual tokens per page the estimate allows for.")
+        int,
+        typer.Option(
+            "--max-image-tokens", min=64, max=MAX_IMAGE_TOKENS, help="Visual tokens per page the estimate allows for."
+        ),
     ] = DEFAULT_MAX_IMAGE_TOKENS,
     max_output_tokens: Annotated[
-        int, typer.Option("--max-output-tokens", min=16, help="Output tokens per page the estimate allows for.")
+        int,
+        typer.Option(
+            "--max-output-tokens",
+            min=16,
+            max=MAX_CONTEXT_TOKENS,
+            help="Output tokens per page the estimate allows for.",
+        ),
     ] = DEFAULT_MAX_OUTPUT_TOKENS,
+    prefer: Annotated[
+        Optional[Prefer],
+        typer.Option(
+            "--prefer",
+            help="Where a dense and an MoE model both fit: accuracy (27B over 35B-A3B, higher precision)"
+            " or speed (the faster page, 4-bit).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Also say how to serve the model with vLLM or SGLang (tensor parallel) for scan --backend openai;"
+            " given by itself with four or more datacenter GPUs.",
+        ),
+    ] = False,
     base_url: Annotated[
         Optional[List[str]],
         typer.Option(
@@ -102,6 +136,8 @@ def doctor_command(
       qwenocr doctor --platform cuda --vram 48,48
       qwenocr doctor --platform cpu --memory 24
       qwenocr doctor --variant 27B --quant 8bit
+      qwenocr doctor --platform cuda --vram 24 --memory 128 --chip "RTX 4090" --prefer speed
+      qwenocr doctor --platform cuda --vram 80,80,80,80,80,80,80,80 --chip H100 --serve
       qwenocr doctor --family 3.6 --offline
       qwenocr doctor --base-url http://gpu-box:8000/v1
 
@@ -133,6 +169,8 @@ def doctor_command(
             planner=functools.partial(verified_plan, offline=offline_requested(offline)),
             max_image_tokens=max_image_tokens,
             max_output_tokens=max_output_tokens,
+            prefer=prefer.value if prefer else None,
+            serve=serve,
         )
         done = "report built"
     if verbosity_level(ctx) >= VERBOSE:

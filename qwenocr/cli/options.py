@@ -15,6 +15,7 @@ the root and the command's context), where the body reads the level with
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import math
@@ -24,6 +25,22 @@ from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar, cast
 import typer
 from typer._click.core import Context, Parameter  # Typer 0.28 carries its own Click
 from typer._click.types import FloatParamType, FloatRange
+
+# Upper bounds of the numeric options: an option without one let `--max-tokens 2000000000`
+# or `--n-ctx 99999999999` reach the engine, which then tried to allocate a KV cache for
+# it and was OOM-killed. Literals here, because the CLI imports no room below it when it
+# starts (`qwenocr --help`); tests/test_option_bounds.py checks they agree with the rooms.
+# Qwen 3.5's native context (max_position_embeddings, the GGUFs' context_length): no page
+# can use more, so neither the output budget nor llama.cpp's context may exceed it.
+MAX_CONTEXT_TOKENS = 262_144
+# The most visual tokens Qwen 3.5's image processor makes of one image (16,384 patches of
+# 32 x 32 px); the engines cap it lower still (llama.cpp: 4,096).
+MAX_IMAGE_TOKENS = 16_384
+# A timeout longer than a week is no timeout, and Python's waits reject huge ones
+# (OverflowError past threading.TIMEOUT_MAX).
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+# Seeds are unsigned 32-bit in llama.cpp (and what OpenAI-compatible servers accept).
+MAX_SEED = 2**32 - 1
 
 # The levels `verbosity_level` returns, as config.verbosity counts them.
 QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
@@ -137,3 +154,10 @@ def presume_debug(ctx: Context, args: Sequence[str]) -> None:
 
     from_env = parse_bool(os.environ.get(ENV_PREFIX + "DEBUG", "")) is True
     ctx.meta.setdefault(_DEBUG_KEY, "--debug" in args or from_env)
+
+
+class Prefer(str, enum.Enum):
+    """`--prefer`: where a dense and an MoE model both fit, which the plan takes."""
+
+    accuracy = "accuracy"
+    speed = "speed"

@@ -8,7 +8,18 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from qwenocr.cli.options import QUIET, VERBOSE, finite_float, verbosity_level, verbosity_options
+from qwenocr.cli.options import (
+    MAX_CONTEXT_TOKENS,
+    MAX_IMAGE_TOKENS,
+    MAX_SEED,
+    MAX_TIMEOUT_SECONDS,
+    QUIET,
+    VERBOSE,
+    Prefer,
+    finite_float,
+    verbosity_level,
+    verbosity_options,
+)
 from qwenocr.defaults import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 
@@ -70,7 +81,10 @@ def scan_command(
     max_image_tokens: Annotated[
         int,
         typer.Option(
-            "--max-image-tokens", min=64, help="Visual-token budget per page; the render size follows from it."
+            "--max-image-tokens",
+            min=64,
+            max=MAX_IMAGE_TOKENS,
+            help="Visual-token budget per page; the render size follows from it.",
         ),
     ] = DEFAULT_MAX_IMAGE_TOKENS,
     dpi: Annotated[
@@ -122,6 +136,14 @@ def scan_command(
         str,
         typer.Option("--family", help="Model family for the plan: 3.5, or 3.6 (27B and 35B-A3B only)."),
     ] = "3.5",
+    prefer: Annotated[
+        Optional[Prefer],
+        typer.Option(
+            "--prefer",
+            help="Where a dense and an MoE model both fit (see qwenocr doctor): accuracy or speed.",
+            case_sensitive=False,
+        ),
+    ] = None,
     model: Annotated[
         Optional[str],
         typer.Option("--model", "-m", help="A local MLX dir, a .gguf, a dir holding both, or a Hugging Face repo id."),
@@ -133,30 +155,42 @@ def scan_command(
         Optional[str], typer.Option("--prompt", help="Replace the default OCR prompt (see docs/prompting.md).")
     ] = None,
     max_tokens: Annotated[
-        int, typer.Option("--max-tokens", min=16, help="Most tokens generated per page.")
+        int,
+        typer.Option(
+            "--max-tokens",
+            min=16,
+            max=MAX_CONTEXT_TOKENS,
+            help="Most tokens generated per page (at most Qwen 3.5's context length).",
+        ),
     ] = DEFAULT_MAX_OUTPUT_TOKENS,
     temperature: Annotated[
         float,
         typer.Option("--temperature", click_type=finite_float(min=0.0, max=2.0), help="0 = deterministic (greedy)."),
     ] = 0.0,
     seed: Annotated[
-        int, typer.Option("--seed", help="Sampling seed (used when temperature > 0 and for the retry).")
+        int,
+        typer.Option(
+            "--seed",
+            min=0,
+            max=MAX_SEED,
+            help="Sampling seed (used when temperature > 0 and for the retry).",
+        ),
     ] = 0,
     page_timeout: Annotated[
         Optional[float],
         typer.Option(
             "--page-timeout",
-            click_type=finite_float(min=1.0),
-            help="Seconds per page before it is marked timeout and skipped.",
+            click_type=finite_float(min=1.0, max=MAX_TIMEOUT_SECONDS),
+            help="Seconds per page (at most a week) before it is marked timeout and skipped.",
         ),
     ] = None,
     render_timeout: Annotated[
         float,
         typer.Option(
             "--render-timeout",
-            click_type=finite_float(min=0.0),
-            help="Seconds a PDF page may take to render (in a separate process) before it is marked error and"
-            " skipped; 0 renders in-process, without a limit.",
+            click_type=finite_float(min=0.0, max=MAX_TIMEOUT_SECONDS),
+            help="Seconds (at most a week) a PDF page may take to render (in a separate process) before it is"
+            " marked error and skipped; 0 renders in-process, without a limit.",
         ),
     ] = 120.0,
     skip_blank: Annotated[
@@ -188,7 +222,13 @@ def scan_command(
     ] = False,
     n_ctx: Annotated[
         Optional[int],
-        typer.Option("--n-ctx", min=512, help="llama.cpp context size (default: one page's image + output budget)."),
+        typer.Option(
+            "--n-ctx",
+            min=512,
+            max=MAX_CONTEXT_TOKENS,
+            help="llama.cpp context size, at most Qwen 3.5's context length (default: one page's image + output"
+            " budget); the memory check counts its KV cache.",
+        ),
     ] = None,
 ) -> None:
     import os
@@ -242,6 +282,7 @@ def scan_command(
         api_model=api_model,
         concurrency=concurrency,
         n_ctx=n_ctx,
+        prefer=prefer.value if prefer else None,
         verbose=level >= VERBOSE,
         options=options,
     )

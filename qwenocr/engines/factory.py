@@ -1,20 +1,23 @@
 """The one place that builds an engine, from plain arguments.
 
 Callers (the scan) decide the arguments: which engine, which files, how large a context,
-how much on the GPU. Here they become a loaded engine. Each engine's module (and so its
-library) is imported only when that engine is built, so that `qwenocr --help` and a
-`--backend openai` run never load MLX or llama.cpp.
+how much on the GPU. Here they become a loaded engine: a local one in a worker process
+(`engines.isolated`) or in this one (`engines.local`), or the servers' client. Each
+engine's module (and so its library) is imported only when that engine is built, so that
+`qwenocr --help` and a `--backend openai` run never load MLX or llama.cpp.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from qwenocr.engines.base import Backend
-from qwenocr.errors import BackendError
+from qwenocr.engines.local import LOCAL_ENGINES, load_in_process, no_mmproj_error
 
-LOCAL_ENGINES = ("mlx", "llama.cpp")
+# "0" runs the local engine in qwenocr's own process (no crash isolation).
+ISOLATE_ENV = "QWENOCR_ISOLATE_ENGINE"
 
 
 def load_local_engine(
@@ -26,35 +29,52 @@ def load_local_engine(
     n_gpu_layers: int = -1,
     tensor_split: Optional[List[float]] = None,
     verbose: bool = False,
+    isolate: Optional[bool] = None,
+    experts_on_cpu: bool = False,
 ) -> Backend:
     """Load a model on this machine.
 
     `backend` is "mlx" (`model_path` an MLX model directory) or "llama.cpp" (`model_path`
     a GGUF, or the first shard of a split one, and `mmproj_path` its vision projector).
     `n_ctx` (tokens of context), `n_gpu_layers` (-1: all) and `tensor_split` (fractions
-    per GPU) are llama.cpp's; MLX sizes its cache by itself and uses the one GPU.
+    per GPU) are llama.cpp's, and so is `experts_on_cpu` (an MoE model's experts stay in
+    RAM, the plan's "gpu+cpu-experts"); MLX sizes its cache by itself and uses the one GPU.
+
+    With `isolate` (the default; `QWENOCR_ISOLATE_ENGINE=0` turns it off, for debugging
+    the engine in one process) the engine runs in a worker process, where a native crash
+    costs one page (`engines.isolated`).
     """
-    if backend == "mlx":
-        from qwenocr.engines.mlx import MLXBackend
-
-        return MLXBackend(model_path, verbose=verbose)
-    if backend == "llama.cpp":
-        from qwenocr.engines.llamacpp import LlamaCppBackend
-
-        if mmproj_path is None:
-            raise BackendError(
-                f"llama.cpp needs a vision projector (mmproj) to read pages with {Path(model_path).name}",
-                "pass it with --mmproj",
-            )
-        return LlamaCppBackend(
+    if backend not in LOCAL_ENGINES:
+        raise ValueError(f"no local engine called {backend!r} (known: {', '.join(LOCAL_ENGINES)})")
+    if backend == "llama.cpp" and mmproj_path is None:
+        raise no_mmproj_error(model_path)
+    if isolate is None:
+        isolate = os.environ.get(ISOLATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    if not isolate:
+        return load_in_process(
+            backend,
             model_path,
             mmproj_path,
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
             tensor_split=tensor_split,
             verbose=verbose,
+            experts_on_cpu=experts_on_cpu,
         )
-    raise ValueError(f"no local engine called {backend!r} (known: {', '.join(LOCAL_ENGINES)})")
+    from qwenocr.engines.isolated import IsolatedEngine
+
+    return IsolatedEngine(
+        backend,
+        {
+            "model_path": str(model_path),
+            "mmproj_path": str(mmproj_path) if mmproj_path is not None else None,
+            "n_ctx": n_ctx,
+            "n_gpu_layers": n_gpu_layers,
+            "tensor_split": tensor_split,
+            "experts_on_cpu": experts_on_cpu,
+        },
+        verbose=verbose,
+    )
 
 
 def connect_servers(

@@ -20,6 +20,12 @@ same text), and the reason is logged once (shown with --verbose).
 The log filter is here too: it goes through llama-cpp-python's public logging API, so it
 is installed on every version, but it is the other place where C code calls qwenocr.
 
+So is the projector's load: `MTMDChatHandler` loads the mmproj (its mtmd context) only on
+the first request, so a truncated or damaged mmproj failed every page (exit 10) instead
+of the load (exit 11). `load_projector` makes it load with the model, through the
+handler's own `_init_mtmd_context` (the same call the first request makes; that call then
+finds it loaded), on every version that has it.
+
 So is one safety switch, applied on every version whose model parameters have the field:
 llama.cpp built with its AMX backend (Intel Sapphire Rapids and later Xeons) crashes with
 SIGSEGV in `ggml_backend_amx_mul_mat` on the first image with quantized GGUFs (Q8_0, Q4_K)
@@ -27,6 +33,15 @@ as llama-cpp-python 0.3.36 builds it; loading with `use_extra_bufts = False` (no
 buffer types: no AMX or CPU weight repacking) avoids it. `Llama` takes no argument for it,
 so `without_extra_buffer_types` sets it on the default model parameters while a model loads.
 `QWENOCR_LLAMA_REPACK=0` forces it off on any machine, `=1` keeps it on even with AMX.
+
+And so is MoE expert offload (the plan's placement "gpu+cpu-experts"): llama.cpp keeps
+tensors whose names match a pattern in a chosen buffer type (`--override-tensor
+exps=CPU` of its CLI), through `llama_model_params.tensor_buft_overrides`, a
+NULL-terminated array of (pattern, buffer type) pairs. `Llama` takes no argument for it
+and its ctypes structure declares the field as a plain pointer, so `experts_on_cpu`
+builds the array (the CPU device's buffer type from ggml's device registry) and sets it
+on the default model parameters while a model loads, like the switch above. The experts
+then stay in RAM and every other layer goes where `n_gpu_layers` puts it.
 """
 
 from __future__ import annotations
@@ -139,10 +154,87 @@ def without_extra_buffer_types(llama_cpp_module: Any) -> Iterator[bool]:
         llama_cpp_module.llama_model_default_params = original
 
 
+# The routed experts' weights in a Qwen 3.5 MoE GGUF: blk.N.ffn_{gate,up,down}_exps.weight
+# (also a fused gate_up); the shared expert (ffn_*_shexp) stays with its layer.
+EXPERT_TENSORS = r"\.ffn_(gate_up|gate|up|down)_exps\."
+_GGML_BACKEND_DEVICE_TYPE_CPU = 0
+_overrides_alive: list = []  # the arrays llama.cpp reads while a model loads
+
+
+class _BuftOverride(ctypes.Structure):
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def cpu_buffer_type() -> Optional[int]:
+    """The CPU device's buffer type (what `-ot ...=CPU` names), or None if ggml's device
+    registry can't be reached."""
+    try:
+        from llama_cpp import _ggml
+
+        lib = _ggml.libggml
+        by_type = lib.ggml_backend_dev_by_type
+        by_type.argtypes, by_type.restype = [ctypes.c_int], ctypes.c_void_p
+        buffer_type = lib.ggml_backend_dev_buffer_type
+        buffer_type.argtypes, buffer_type.restype = [ctypes.c_void_p], ctypes.c_void_p
+    except (ImportError, AttributeError, OSError):
+        return None
+    device = by_type(_GGML_BACKEND_DEVICE_TYPE_CPU)
+    return buffer_type(device) if device else None
+
+
+@contextlib.contextmanager
+def experts_on_cpu(llama_cpp_module: Any, enabled: bool = True) -> Iterator[bool]:
+    """While a model loads, its default parameters keep the MoE experts (EXPERT_TENSORS) in
+    the CPU's buffer type. Yields whether it did: not when `enabled` is False, nor when
+    the field or the CPU buffer type can't be reached (then the reason is logged once and
+    the model loads as usual, all layers where n_gpu_layers puts them)."""
+    if not enabled:
+        yield False
+        return
+    params_type = getattr(llama_cpp_module, "llama_model_params", None)
+    fields = {name for name, *_ in getattr(params_type, "_fields_", ())}
+    buft = cpu_buffer_type() if "tensor_buft_overrides" in fields else None
+    if buft is None:
+        _missing(
+            "tensor_buft_overrides in llama_model_params or a CPU buffer type",
+            "MoE experts load with their layers (on the GPU), not in RAM",
+        )
+        yield False
+        return
+    overrides = (_BuftOverride * 2)(_BuftOverride(EXPERT_TENSORS.encode(), buft), _BuftOverride(None, None))
+    _overrides_alive.append(overrides)
+    original = llama_cpp_module.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+        return params
+
+    _say_once("loading with the MoE experts in RAM (tensor_buft_overrides: exps -> CPU)")
+    llama_cpp_module.llama_model_default_params = defaults
+    try:
+        yield True
+    finally:
+        llama_cpp_module.llama_model_default_params = original
+
+
 def install(verbose: bool) -> None:
     """Everything that must be in place before a model loads."""
     install_log_filter(verbose)
     cache_chat_templates()
+
+
+def load_projector(handler: Any, llm: Any) -> None:
+    """Load the vision projector of `handler` for `llm` now, not on the first page.
+
+    Raises what the handler raises for a projector it can't load (ValueError: "Failed to
+    load mtmd context from: ..."), so that the caller fails the load.
+    """
+    init = getattr(handler, "_init_mtmd_context", None)
+    if not callable(init):
+        _missing("MTMDChatHandler._init_mtmd_context", "a damaged mmproj is found on the first page, not at load")
+        return
+    init(llm)
 
 
 def install_log_filter(verbose: bool) -> None:

@@ -17,6 +17,10 @@ Every figure the planner uses lives here with the source it came from:
   8-bit and BF16 no figure was checked, so the vision tower at F16 is added to the
   table's weights (`repo_gb`).
 
+The chips' published memory bandwidths (Apple by configuration bin, NVIDIA, AMD), each
+row with its source, are at the end (`APPLE_BANDWIDTH`, `lookup_bandwidth`); hardware.py
+looks detected chips up there, docs/hardware-fit.md shows the same table.
+
 Where each variant is downloaded from is fit/sources.py (candidate repos with their
 sources), not a name pattern here.
 
@@ -339,3 +343,210 @@ def quant_for_backend(quant: str, backend: Optional[str]) -> Tuple[Optional[str]
     if implied and backend and implied != backend:
         raise UsageError(f"quant {quant} is for {implied}, but the backend asked for is {backend}")
     return backend or implied, bits
+
+
+# --- chips and memory bandwidth ---------------------------------------------------------------
+#
+# Published peak memory bandwidth in GB/s (10^9 bytes/s), used for the expected decode
+# speed. One row per chip *configuration*: where one name covers bins with different
+# bandwidths (M3 Max: 300 or 400 GB/s), each bin is a row with the GPU core counts and
+# the memory sizes it was sold with. A detected chip is placed in its bin by its GPU
+# core count where that can be read, else by its memory size; where neither tells, the
+# lowest figure is kept, so speed estimates err on the slow side. Every row says where
+# its figure is from (docs/hardware-fit.md has the same table).
+
+APPLE_SPECS = "Apple newsroom / tech specs"
+NVIDIA_SPECS = "NVIDIA datasheet"
+AMD_SPECS = "AMD product specifications (amd.com/en/products/specifications)"
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """One chip (configuration) and its published memory bandwidth."""
+
+    name: str  # matched as whole words in a detected name: "M4 Max", "RTX 4090", "RX 7900 XTX"
+    gbps: float
+    source: str
+    gpu_cores: Tuple[int, ...] = ()  # this bin's GPU core counts; () = the only bin
+    memory_gib: Tuple[int, ...] = ()  # memory sizes (GiB, as sold) this bin came with
+
+
+@dataclass(frozen=True)
+class BandwidthMatch:
+    """A table row matched to a detected name, and how its bin was chosen."""
+
+    gbps: float
+    source: str
+    basis: str  # "name" | "gpu cores" | "memory size" | "lowest bin"
+
+    @property
+    def note(self) -> Optional[str]:
+        if self.basis == "lowest bin":
+            return "the chip's configuration could not be told: its lowest-bandwidth bin is assumed"
+        return None
+
+
+def _b(name: str, gbps: float, source: str, gpu_cores: Tuple[int, ...] = (), memory_gib: Tuple[int, ...] = ()):
+    return Bandwidth(name, gbps, source, gpu_cores, memory_gib)
+
+
+APPLE_BANDWIDTH: Tuple[Bandwidth, ...] = (
+    # LPDDR4X-4266 on a 128-bit bus; Apple gave no figure for the M1.
+    _b("M1", 68.25, "LPDDR4X-4266 x 128 bit (AnandTech's M1 review; Apple published no figure)"),
+    _b("M1 Pro", 200, f"{APPLE_SPECS}, 'Introducing M1 Pro and M1 Max', 2021-10-18"),
+    _b("M1 Max", 400, f"{APPLE_SPECS}, 'Introducing M1 Pro and M1 Max', 2021-10-18 (24- and 32-core GPU alike)"),
+    _b("M1 Ultra", 800, f"{APPLE_SPECS}, 'Apple unveils M1 Ultra', 2022-03-08"),
+    _b("M2", 100, f"{APPLE_SPECS}, 'Apple unveils M2', 2022-06-06"),
+    _b("M2 Pro", 200, f"{APPLE_SPECS}, 'Apple unveils M2 Pro and M2 Max', 2023-01-17"),
+    _b("M2 Max", 400, f"{APPLE_SPECS}, 'Apple unveils M2 Pro and M2 Max', 2023-01-17 (30- and 38-core GPU alike)"),
+    _b("M2 Ultra", 800, f"{APPLE_SPECS}, 'Apple introduces M2 Ultra', 2023-06-05"),
+    _b("M3", 100, f"{APPLE_SPECS}, MacBook Pro (14-inch, M3, Nov 2023) tech specs"),
+    _b("M3 Pro", 150, f"{APPLE_SPECS}, MacBook Pro (M3 Pro, Nov 2023) tech specs"),
+    # FACTS §13: M3 Max with 48/64/128 GB is 400 GB/s, the 36 GB one 300 GB/s.
+    _b("M3 Max", 300, f"{APPLE_SPECS}, MacBook Pro (M3 Max, Nov 2023): 14-core CPU, 30-core GPU", (30,), (36,)),
+    _b(
+        "M3 Max",
+        400,
+        f"{APPLE_SPECS}, MacBook Pro (M3 Max, Nov 2023): 16-core CPU, 40-core GPU",
+        (40,),
+        (48, 64, 128),
+    ),
+    _b("M3 Ultra", 819, f"{APPLE_SPECS}, Mac Studio (2025) tech specs (60- and 80-core GPU alike)"),
+    _b("M4", 120, f"{APPLE_SPECS}, 'Apple introduces M4 chip', 2024-05-07"),
+    _b("M4 Pro", 273, f"{APPLE_SPECS}, 'Apple introduces M4 Pro and M4 Max', 2024-10-30"),
+    # FACTS §13: M4 Max with 48/64/128 GB is 546 GB/s, the 36 GB one 410 GB/s.
+    _b("M4 Max", 410, f"{APPLE_SPECS}, MacBook Pro (M4 Max, Nov 2024): 14-core CPU, 32-core GPU", (32,), (36,)),
+    _b(
+        "M4 Max",
+        546,
+        f"{APPLE_SPECS}, MacBook Pro (M4 Max, Nov 2024): 16-core CPU, 40-core GPU",
+        (40,),
+        (48, 64, 128),
+    ),
+    _b("M5", 153, f"{APPLE_SPECS}, 'Apple unleashes M5', 2025-10-15 (as reported by dig.watch and lowyat.net)"),
+    _b("M5 Pro", 307, f"{APPLE_SPECS}, M5 Pro and M5 Max, 2026-03-03 (as reported by MacRumors and HotHardware)"),
+    # Apple gave "up to 614 GB/s"; the 32-core-GPU bin's 460 GB/s is from third-party
+    # spec listings only (cputronic.com, 'Apple M5 Max (32-core GPU)'), as is the
+    # 40-core bin's 48/64/128 GB. Not confirmed by Apple: kept as the slow default.
+    _b(
+        "M5 Max",
+        460,
+        "third-party spec listing (cputronic.com, 'Apple M5 Max (32-core GPU)'), unconfirmed",
+        (32,),
+        (36,),
+    ),
+    _b(
+        "M5 Max",
+        614,
+        f"{APPLE_SPECS}, M5 Pro and M5 Max, 2026-03-03 (as reported by MacRumors and HotHardware): 40-core GPU",
+        (40,),
+        (48, 64, 128),
+    ),
+)
+
+NVIDIA_BANDWIDTH: Tuple[Bandwidth, ...] = (
+    _b("RTX 3060", 360, NVIDIA_SPECS),
+    _b("RTX 3080", 760, NVIDIA_SPECS),
+    _b("RTX 3090", 936, NVIDIA_SPECS),
+    _b("RTX 4060", 272, NVIDIA_SPECS),
+    _b("RTX 4070", 504, NVIDIA_SPECS),
+    _b("RTX 4080", 717, NVIDIA_SPECS),
+    _b("RTX 4090", 1008, NVIDIA_SPECS),
+    _b("RTX 5080", 960, NVIDIA_SPECS),
+    _b("RTX 5090", 1792, NVIDIA_SPECS),
+    _b("RTX A6000", 768, NVIDIA_SPECS),
+    _b("RTX 6000 Ada", 960, NVIDIA_SPECS),
+    _b("RTX PRO 6000", 1792, NVIDIA_SPECS),
+    _b("T4", 320, NVIDIA_SPECS),
+    _b("L4", 300, NVIDIA_SPECS),
+    _b("A10", 600, NVIDIA_SPECS),
+    _b("L40S", 864, NVIDIA_SPECS),
+    _b("L40", 864, NVIDIA_SPECS),
+    _b("A100-SXM4-40GB", 1555, NVIDIA_SPECS),
+    _b("A100-PCIE-40GB", 1555, NVIDIA_SPECS),
+    _b("A100-SXM4-80GB", 2039, NVIDIA_SPECS),
+    _b("A100 80GB PCIe", 1935, NVIDIA_SPECS),
+    _b("A100-PCIE-80GB", 1935, NVIDIA_SPECS),
+    _b("H100 PCIe", 2000, NVIDIA_SPECS),
+    _b("H100 80GB HBM3", 3350, f"{NVIDIA_SPECS} (SXM)"),
+    _b("H100 NVL", 3900, NVIDIA_SPECS),
+    _b("H100", 2000, f"{NVIDIA_SPECS}: an H100 that can't be placed gets the slower (PCIe) figure"),
+    _b("A100", 1555, f"{NVIDIA_SPECS}: an A100 that can't be placed gets the 40 GB figure"),
+    _b("H200", 4800, NVIDIA_SPECS),
+    _b("GH200", 4000, NVIDIA_SPECS),
+    _b("B200", 8000, NVIDIA_SPECS),
+)
+
+AMD_BANDWIDTH: Tuple[Bandwidth, ...] = (
+    _b("RX 7900 XTX", 960, AMD_SPECS),
+    _b("RX 7900 XT", 800, AMD_SPECS),
+    _b("RX 7900 GRE", 576, AMD_SPECS),
+    _b("RX 7800 XT", 624, AMD_SPECS),
+    _b("RX 7700 XT", 432, AMD_SPECS),
+    _b("RX 7600 XT", 288, AMD_SPECS),
+    _b("RX 7600", 288, AMD_SPECS),
+    _b("RX 9070 XT", 640, AMD_SPECS),
+    _b("RX 9070", 640, AMD_SPECS),
+    _b("RX 6900 XT", 512, AMD_SPECS),
+    _b("RX 6800 XT", 512, AMD_SPECS),
+    _b("PRO W7900", 864, AMD_SPECS),
+    _b("PRO W7800", 576, AMD_SPECS),
+    _b("MI210", 1638, AMD_SPECS),
+    _b("MI250X", 3277, AMD_SPECS),
+    _b("MI300X", 5300, AMD_SPECS),
+    _b("MI300A", 5300, AMD_SPECS),
+    _b("MI325X", 6000, AMD_SPECS),
+    # Strix Halo (Ryzen AI Max, Radeon 8060S/8050S): LPDDR5X-8000 on a 256-bit bus; the
+    # measurements in FACTS §13 were taken on this 256 GB/s machine.
+    _b("Radeon 8060S", 256, f"{AMD_SPECS}: Ryzen AI Max, LPDDR5X-8000 x 256 bit"),
+    _b("Radeon 8050S", 256, f"{AMD_SPECS}: Ryzen AI Max, LPDDR5X-8000 x 256 bit"),
+    _b("Ryzen AI Max", 256, f"{AMD_SPECS}: LPDDR5X-8000 x 256 bit"),
+    _b("Strix Halo", 256, f"{AMD_SPECS}: Ryzen AI Max, LPDDR5X-8000 x 256 bit"),
+)
+
+
+def _whole_words_in(key: str, name: str) -> bool:
+    """Whether `key` appears in `name` as whole words ("M3" not in "M3 Max" as its
+    own match is the caller's business: longest keys are tried first)."""
+    lowered, k = name.lower(), key.lower()
+    start = 0
+    while True:
+        at = lowered.find(k, start)
+        if at < 0:
+            return False
+        end = at + len(k)
+        if (at == 0 or not lowered[at - 1].isalnum()) and (end == len(lowered) or not lowered[end].isalnum()):
+            return True
+        start = at + 1
+
+
+def lookup_bandwidth(
+    table: Tuple[Bandwidth, ...],
+    name: Optional[str],
+    *,
+    gpu_cores: Optional[int] = None,
+    memory_bytes: Optional[int] = None,
+) -> Optional[BandwidthMatch]:
+    """The bandwidth of the chip called `name` (the longest table name found in it, so
+    "M3" does not claim "M3 Max" nor "A10" an "A100"), in the bin its GPU core count or
+    else its memory size (bytes) says; the lowest bin when neither tells. None if unknown."""
+    if not name:
+        return None
+    for key in sorted({row.name for row in table}, key=len, reverse=True):
+        if not _whole_words_in(key, name):
+            continue
+        rows = [row for row in table if row.name == key]
+        if len(rows) == 1:
+            return BandwidthMatch(rows[0].gbps, rows[0].source, "name")
+        if gpu_cores is not None:
+            by_cores = [row for row in rows if gpu_cores in row.gpu_cores]
+            if by_cores:
+                return BandwidthMatch(by_cores[0].gbps, by_cores[0].source, "gpu cores")
+        if memory_bytes:
+            gib = round(memory_bytes / 1024**3)
+            by_memory = [row for row in rows if gib in row.memory_gib]
+            if by_memory:
+                return BandwidthMatch(by_memory[0].gbps, by_memory[0].source, "memory size")
+        slowest = min(rows, key=lambda row: row.gbps)
+        return BandwidthMatch(slowest.gbps, slowest.source, "lowest bin")
+    return None

@@ -1,8 +1,8 @@
 """Opening an input: sniff what it is, open it as the right kind of `Document`, pick pages.
 
 The front door of the pages room. `open_document` trusts a file's content, not its
-name: a PDF becomes a `GuardedPdfDocument` (PDFium in this process, pages rendered in a
-guarded child process when `RenderSettings.timeout` is set: renderguard.py), an image
+name: a PDF becomes a `GuardedPdfDocument` (opened, read and rendered by PDFium in a
+guarded child process unless `timeout` is None: renderguard.py), an image
 an `ImageDocument` (images.py). A `Document` knows its page count and renders one page
 at a time, at the size `RenderSettings` asks for (sizing.py).
 
@@ -23,7 +23,7 @@ from typing import List, Optional, Union
 from qwenocr.errors import InputError, UsageError
 from qwenocr.pages.base import Document, display_name
 from qwenocr.pages.images import IMAGE_SUFFIXES, ImageDocument
-from qwenocr.pages.renderguard import GuardedPdfDocument
+from qwenocr.pages.renderguard import DEFAULT_TIMEOUT, GuardedPdfDocument
 from qwenocr.pages.sizing import RenderSettings, image_tokens
 
 # What callers outside the room need, from one place.
@@ -93,11 +93,19 @@ def sniff_kind(head: bytes, name: str) -> str:
     raise InputError(f"{name}: not a PDF or a supported image (PNG, JPEG, TIFF, WebP)", "check the file type")
 
 
-def open_document(path: Union[str, Path], password: Optional[str] = None, data: Optional[bytes] = None) -> Document:
+def open_document(
+    path: Union[str, Path],
+    password: Optional[str] = None,
+    data: Optional[bytes] = None,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+) -> Document:
     """Open an input by sniffing its content (not trusting its name).
 
     `path` "-" with `data` is stdin. Raises InputError/EncryptedError with one-line messages.
     The document's `name` (and every message) shows the path as `display_name` does.
+    A PDF is opened, read and rendered in a guarded child process, each step within
+    `timeout` seconds (pass `RenderSettings.timeout`, i.e. `--render-timeout`); with
+    None it is opened in this process, without a limit (renderguard.py).
     """
     name = display_name(str(path))
     if data is None:
@@ -130,5 +138,5 @@ def open_document(path: Union[str, Path], password: Optional[str] = None, data: 
         kind = sniff_kind(data[:2048], name)
         source = data
     if kind == "pdf":
-        return GuardedPdfDocument(source, name, password)
+        return GuardedPdfDocument(source, name, password, timeout)
     return ImageDocument(source, name)

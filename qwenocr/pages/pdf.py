@@ -5,9 +5,10 @@ nowhere else: callers get images and text layers, never a PDFium page.
 
 A page is rendered at the size sizing.py picks from the token budget or the DPI. Pages
 of absurd declared size are drawn at a bounded scale and resized, so a hostile page
-can't make PDFium allocate gigabytes. A page that takes PDFium too long is a different
-problem (a PDFium call can't be interrupted): renderguard.py runs this same code in a
-child process with a deadline.
+can't make PDFium allocate gigabytes. A file or page that takes PDFium too long, or
+too much memory (a Flate bomb inflated at open or by a page's content), is a different
+problem (a PDFium call can't be interrupted): renderguard.py runs this same class in a
+child process, open and text layers included, with a deadline and a memory cap.
 
 Every failure a user's file can cause is an `InputError` (or `EncryptedError`) with one
 line saying what is wrong and what to do; nothing here lets a PDFium exception through.

@@ -1,33 +1,42 @@
-"""Render PDF pages in a child process, so that a page PDFium can't finish costs one page.
+"""PDFs opened, read and rendered in a child process, so that a hostile file costs one input or one page.
 
-A PDFium call can't be interrupted from Python: a malformed or hostile page (form
-XObjects nested to draw themselves millions of times, a content stream with millions of
-operators) keeps it busy for minutes or hours, and a crash inside PDFium takes the
-interpreter with it. `GuardedPdfDocument` is the `PdfDocument` that `open_document`
-hands out: with `RenderSettings.timeout` set (the CLI's `--render-timeout`, 120 s by
-default) its pages are rendered by a `RenderWorker`, which runs `PdfDocument.render` in
-a child process (`python -m qwenocr.pages.renderguard`) that opens the same document;
-the parent waits for each page with a deadline, and on timeout (or when the child dies)
-kills it, reports the page as an `InputError` and starts a fresh child for the next
-page. Opening the document, its page count and its text layer stay in this process:
-they are linear in the file's size.
+A PDFium call can't be interrupted from Python, and some can't be bounded either: a
+malformed or hostile page (form XObjects nested to draw themselves millions of times, a
+content stream with millions of operators) keeps it busy for minutes or hours; a Flate
+bomb (a few MB that inflate to gigabytes) makes it allocate gigabytes; a crash inside
+PDFium takes the interpreter with it. Opening a document is exposed too: PDFium's
+`FPDF_LoadDocument` inflates and parses the catalog's /Metadata stream (its check for
+unsupported features), so a 2 MB file with a bombed /Metadata took 8 GB and half a
+minute at open; reading a page's text layer inflates its content streams.
 
-The common path stays fast: one child per document, started ahead (`prestart`: while
-the model loads, or while the document before is read) so that its start-up (about
-0.15 s) is not waited for; a page comes back as raw RGB bytes over a pipe (10-40 ms for
-a 1536-token page on a 2-core machine); rendering overlaps with the model's work on the
-page before.
-Measured in docs/troubleshooting.md.
+`GuardedPdfDocument` is the `PdfDocument` that `open_document` hands out. With a
+`timeout` (the CLI's `--render-timeout`, 120 s by default) nothing of the PDF touches
+PDFium in this process: a `RenderWorker` child (`python -m qwenocr.pages.renderguard`)
+opens the document (its page count comes back), renders its pages and reads their text
+layers; the parent waits for each answer with the deadline, and on timeout (or when the
+child dies) kills it. A failed open is an `InputError` for the whole input, a failed
+page an `InputError` for that page; the next page starts a fresh child. On Linux the
+child's address space is capped (`CHILD_ADDRESS_SPACE`), so a bomb fails there, cleanly,
+instead of pushing the machine into swap. Without a timeout (`--render-timeout 0`) the
+document is a plain in-process `PdfDocument`, as the user asked.
 
-Protocol, parent to child: one JSON line per request (`open`, then `render` requests),
-the `open` line followed by the document's bytes when it came from stdin. Child to
-parent: one JSON line per answer, a page answer followed by `width*height*3` bytes.
-The password travels in the pipe, never on a command line.
+The common path stays fast: children are reused. A document's child serves its open,
+every page and every text layer; when the document is closed, a healthy child goes back
+to a small pool and opens the next document (so checking 1,000 inputs and then scanning
+them starts one child, not 2,000). A child can also be started ahead (`prestart`: while
+the model loads) so that its start-up (about 0.15 s) is not waited for. A page comes
+back as raw RGB bytes over a pipe (10-40 ms for a 1536-token page on a 2-core machine),
+a text layer as one JSON line. Measured in docs/troubleshooting.md.
+
+Protocol, parent to child: one JSON line per request (`open`, `render`, `text`,
+`close`), the `open` line followed by the document's bytes when it came from stdin.
+Child to parent: one JSON line per answer (none for `close`), followed by `bytes` bytes
+of payload when it says so (a page's pixels). The password travels in the pipe, never on
+a command line.
 
 The child ignores SIGINT (Ctrl-C in a terminal reaches the whole process group; the
 parent decides what an interrupt means), exits when its stdin closes, and exits if its
-parent disappears (a SIGKILLed run must not leave a child rendering for an hour). On
-Linux its address space is capped, so a page that would need gigabytes fails cleanly.
+parent disappears (a SIGKILLed run must not leave a child rendering for an hour).
 """
 
 from __future__ import annotations
@@ -42,117 +51,224 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, List, Optional, Union
 
 from PIL import Image
 
 from qwenocr.errors import EncryptedError, InputError, QwenOCRError
+from qwenocr.pages.base import Document
 from qwenocr.pages.pdf import PdfDocument
 from qwenocr.pages.sizing import RenderSettings
+from qwenocr.pages.textlayer import PageText
 
 # Generous for any real page at any budget qwenocr renders (the bitmap is at most
 # 16.7 MP, 67 MB), small enough that a page asking for far more fails instead of
 # pushing the machine into swap.
 CHILD_ADDRESS_SPACE = 4 * 2**30
+# The CLI's --render-timeout default: what `open_document` guards with unless told.
+DEFAULT_TIMEOUT = 120.0
+# A page's text layer beyond these is not a page (a dense page has about 10,000
+# characters): a content stream that repeats text operators millions of times. Refused in
+# the child, so that the parent never receives hundreds of MB of it.
+MAX_TEXT_CHARS = 1_000_000
+MAX_TEXT_BOXES = 100_000
+# Idle children kept for the next document: as many as documents are read at once.
+POOL_SIZE = 4
 _ERRORS = {"InputError": InputError, "EncryptedError": EncryptedError}
 
 
-class GuardedPdfDocument(PdfDocument):
-    """A `PdfDocument` whose pages render in a child process when `settings.timeout` is set.
+class GuardedPdfDocument(Document):
+    """A PDF read through a child process when `timeout` is set, else in this process.
 
-    The child is started on the first guarded render and lives as long as the document
-    (or until a page times out or crashes it; the next page starts a fresh one).
+    Guarded, PDFium never runs in this process: the open (and the page count), every
+    page's pixels and every text layer come from a `RenderWorker`, each within `timeout`
+    seconds. A render asked for without a timeout (`RenderSettings.timeout` None) is
+    done in this process, as asked, on a document opened here when first needed.
     """
 
-    def __init__(self, source: Union[Path, bytes], name: str, password: Optional[str] = None):
+    kind = "pdf"
+
+    def __init__(
+        self,
+        source: Union[Path, bytes],
+        name: str,
+        password: Optional[str] = None,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+    ):
+        self.name = name
         self._source = source
         self._password = password
-        self._worker: Optional[RenderWorker] = None  # set before opening: a failed open closes
-        super().__init__(source, name, password)
+        self._local: Optional[PdfDocument] = None
+        self._worker: Optional[RenderWorker] = None
+        self._lock = threading.Lock()  # guards the lazy in-process open
+        if timeout is None:
+            self._local = PdfDocument(source, name, password)
+            self.page_count = self._local.page_count
+        else:
+            worker = RenderWorker(source, name, password, timeout)
+            try:
+                self.page_count = worker.open()
+            except BaseException:
+                worker.release()
+                raise
+            self._worker = worker
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
-        if settings.timeout is None:
-            return super().render(number, settings)
-        if self._worker is None or self._worker.timeout != settings.timeout:
-            if self._worker is not None:
-                self._worker.close()
-            self._worker = RenderWorker(self._source, self.name, self._password, settings.timeout)
-        return self._worker.render(number, settings)
+        if self._worker is not None and settings.timeout is not None:
+            return self._worker.render(number, settings, settings.timeout)
+        return self._in_process().render(number, settings)
+
+    def text_layer(self, number: int) -> PageText:
+        if self._worker is not None:
+            return self._worker.text_layer(number)
+        return self._in_process().text_layer(number)
+
+    def _in_process(self) -> PdfDocument:
+        with self._lock:
+            if self._local is None:
+                self._local = PdfDocument(self._source, self.name, self._password)
+            return self._local
 
     def close(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.close()  # first: it can't be holding the lock, and it ends a wait
-        super().close()
+            worker.release()  # first: it ends a wait, and a healthy child serves the next document
+        with self._lock:
+            local, self._local = self._local, None
+        if local is not None:
+            local.close()
 
 
 class RenderWorker:
-    """A child process holding one PDF open; `render` waits at most `timeout` seconds."""
+    """A child process holding one PDF open; each request waits at most `timeout` seconds."""
 
     def __init__(self, source: Union[Path, bytes], name: str, password: Optional[str], timeout: float):
         self.name = name
         self.timeout = timeout
+        self.page_count = 0
         self._source = source
         self._password = password
         self._proc: Optional[subprocess.Popen] = None
+        self._opened = False  # the child in _proc holds this document open
+        self._open_error: Optional[QwenOCRError] = None  # the document itself is bad: every request says so
         self._lock = threading.Lock()  # one request at a time
         self._closed = False
 
     # -- the parent's side -----------------------------------------------------------
 
-    def render(self, number: int, settings: RenderSettings) -> Image.Image:
+    def open(self) -> int:
+        """Open the document in the child; its page count. The whole input's errors
+        (damaged, encrypted, too slow, a crash or a bomb at open) are raised here."""
         with self._lock:
-            if self._closed:
-                raise InputError(f"{self.name}: page {number}: the document was closed")
             deadline = time.monotonic() + self.timeout
             try:
-                self._ensure_started()
-                self._send(
-                    {
-                        "op": "render",
-                        "page": number,
-                        "max_image_tokens": settings.max_image_tokens,
-                        "dpi": settings.dpi,
-                        "engine_max_tokens": settings.engine_max_tokens,
-                    }
-                )
-                answer, data = self._receive(deadline)
-                if not answer.get("ok"):
-                    error_class = _ERRORS.get(answer.get("error") or "", InputError)
-                    raise error_class(
-                        answer.get("message") or f"{self.name}: page {number} could not be rendered", answer.get("hint")
-                    )
-                width, height = int(answer["width"]), int(answer["height"])
+                self._ensure_open(deadline)
             except _Timeout:
                 self._kill()
                 raise InputError(
-                    f"{self.name}: page {number} took longer than {self.timeout:g} s to render and was skipped",
+                    f"{self.name}: opening the PDF took longer than {self.timeout:g} s; the file was skipped",
+                    "a damaged or hostile file; --render-timeout SECONDS allows longer",
+                ) from None
+            except _ChildGone as gone:
+                raise self._crashed(gone, "opening the PDF", "the file was skipped") from None
+            return self.page_count
+
+    def render(self, number: int, settings: RenderSettings, timeout: Optional[float] = None) -> Image.Image:
+        answer, data = self._request(
+            number,
+            {
+                "op": "render",
+                "page": number,
+                "max_image_tokens": settings.max_image_tokens,
+                "dpi": settings.dpi,
+                "engine_max_tokens": settings.engine_max_tokens,
+            },
+            "to render",
+            timeout,
+        )
+        return Image.frombytes("RGB", (int(answer["width"]), int(answer["height"])), data)
+
+    def text_layer(self, number: int) -> PageText:
+        answer, _ = self._request(number, {"op": "text", "page": number}, "to read its text layer", None)
+        return PageText(
+            text=str(answer["text"]),
+            width=float(answer["width"]),
+            height=float(answer["height"]),
+            boxes=tuple((float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in answer["boxes"]),
+            image_fraction=float(answer["image_fraction"]),
+            path_objects=int(answer["path_objects"]),
+        )
+
+    def _request(self, number: int, request: dict, doing: str, timeout: Optional[float]) -> tuple[dict, bytes]:
+        limit = timeout if timeout is not None else self.timeout
+        with self._lock:
+            if self._closed:
+                raise InputError(f"{self.name}: page {number}: the document was closed")
+            deadline = time.monotonic() + limit
+            try:
+                self._ensure_open(deadline)
+                self._send(request)
+                answer, data = self._receive(deadline)
+            except _Timeout:
+                self._kill()
+                raise InputError(
+                    f"{self.name}: page {number} took longer than {limit:g} s {doing} and was skipped",
                     "a damaged or hostile page; --render-timeout SECONDS allows longer",
                 ) from None
             except _ChildGone as gone:
-                status = self._kill()
-                if self._closed:  # close() ended the wait: the run is stopping
-                    raise InputError(f"{self.name}: page {number}: not rendered, the run is stopping") from None
-                how = f"signal {-status}" if status is not None and status < 0 else f"exit status {status}"
-                if str(gone):
-                    how += f": {gone}"
-                raise InputError(
-                    f"{self.name}: page {number} crashed the PDF renderer ({how}) and was skipped",
-                    "the page is damaged; try repairing the file, e.g. with qpdf",
-                ) from None
-        return Image.frombytes("RGB", (width, height), data)
+                raise self._crashed(gone, f"page {number}", "the page was skipped") from None
+        if not answer.get("ok"):
+            raise _answer_error(answer, f"{self.name}: page {number} could not be read")
+        return answer, data
+
+    def _crashed(self, gone: _ChildGone, what: str, skipped: str) -> InputError:
+        status = self._kill()
+        if self._closed:  # close() ended the wait: the run is stopping
+            return InputError(f"{self.name}: {what}: not read, the run is stopping")
+        how = f"signal {-status}" if status is not None and status < 0 else f"exit status {status}"
+        if str(gone):
+            how += f": {gone}"
+        return InputError(
+            f"{self.name}: {what} crashed the PDF renderer ({how}) and {skipped}",
+            "the file is damaged or hostile (a compression bomb, a page that needs more than"
+            f" {CHILD_ADDRESS_SPACE // 2**30} GiB); try repairing it, e.g. with qpdf",
+        )
+
+    def release(self) -> None:
+        """Done with the document: a healthy child goes back to the pool for the next one."""
+        self._closed = True
+        if not self._lock.acquire(blocking=False):  # a request is in flight: end it
+            self._kill()
+            return
+        try:
+            proc, self._proc = self._proc, None
+            self._opened = False
+        finally:
+            self._lock.release()
+        if proc is None:
+            return
+        # After a failed open too: the child itself is fine, and a folder of damaged
+        # files must not cost a new child (0.15 s) each.
+        if proc.poll() is None and _give_back(proc):
+            return
+        _end(proc)
 
     def close(self) -> None:
-        """Stop the child. Safe from any thread, also while a render waits (it ends it)."""
+        """Stop the child. Safe from any thread, also while a request waits (it ends it)."""
         self._closed = True
         self._kill()
 
-    def _ensure_started(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+    def _ensure_open(self, deadline: float) -> None:
+        """Lock held. A child holding the document, started (and the document opened in
+        it) when there is none; raises the document's own error, _Timeout or _ChildGone."""
+        if self._open_error is not None:
+            raise self._open_error
+        if self._proc is not None and self._proc.poll() is None and self._opened:
             return
         if self._proc is not None:  # died between pages: start again, as after a timeout
             self._kill()
-        self._proc = _take_spare() or _spawn()
+        self._proc = _take_child() or _spawn()
+        self._opened = False
         data = self._source if isinstance(self._source, bytes) else None
         self._send(
             {
@@ -164,19 +280,20 @@ class RenderWorker:
             },
             data,
         )
+        answer, _ = self._receive(deadline)
+        if not answer.get("ok"):
+            self._open_error = _answer_error(answer, f"{self.name}: the document could not be opened")
+            raise self._open_error
+        self.page_count = int(answer["pages"])
+        self._opened = True
 
     def _send(self, request: dict, payload: Optional[bytes] = None) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-            if payload:
-                self._proc.stdin.write(payload)
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            raise _ChildGone() from None
+        assert self._proc is not None
+        if not _write(self._proc, request, payload):
+            raise _ChildGone()
 
     def _receive(self, deadline: float) -> tuple[dict, bytes]:
-        """The child's answer (and the page's pixels) if they come before `deadline`.
+        """The child's answer (and its payload) if they come before `deadline`.
 
         A thread does the blocking reads and the caller waits on it with a timeout:
         portable (Windows can't select() on a pipe), and a kill of the child ends the
@@ -194,12 +311,10 @@ class RenderWorker:
                 if not line.endswith(b"\n"):
                     raise _ChildGone()
                 answer = json.loads(line)
-                data = b""
-                if answer.get("ok"):
-                    size = int(answer["width"]) * int(answer["height"]) * 3
-                    data = stream.read(size)
-                    if len(data) != size:
-                        raise _ChildGone()
+                size = int(answer.get("bytes") or 0)
+                data = stream.read(size) if size else b""
+                if len(data) != size:
+                    raise _ChildGone()
                 box.put((answer, data))
             except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
                 box.put(error if isinstance(error, _ChildGone) else _ChildGone())
@@ -222,6 +337,7 @@ class RenderWorker:
 
     def _kill(self) -> Optional[int]:
         proc, self._proc = self._proc, None
+        self._opened = False
         if proc is None:
             return None
         if proc.poll() is None:
@@ -237,6 +353,23 @@ class RenderWorker:
         return status
 
 
+def _answer_error(answer: dict, default: str) -> QwenOCRError:
+    error_class = _ERRORS.get(answer.get("error") or "", InputError)
+    return error_class(answer.get("message") or default, answer.get("hint"))
+
+
+def _write(proc: subprocess.Popen, request: dict, payload: Optional[bytes] = None) -> bool:
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        if payload:
+            proc.stdin.write(payload)
+        proc.stdin.flush()
+        return True
+    except (BrokenPipeError, OSError, ValueError):
+        return False
+
+
 def _spawn() -> subprocess.Popen:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.Popen(
@@ -249,17 +382,18 @@ def _spawn() -> subprocess.Popen:
     )
 
 
-# One child started ahead of need: it imports Python, Pillow and PDFium (about 0.15 s)
-# while the model loads, or while the document before is being read, instead of while
-# the first page is awaited.
+# Children not serving a document: those that finished one (`_pool`, most recent last)
+# and one started ahead of need (`_spare`): it imports Python, Pillow and PDFium (about
+# 0.15 s) while the model loads, instead of while the first page is awaited.
+_pool: List[subprocess.Popen] = []
 _spare: Optional[subprocess.Popen] = None
 _spares_wanted = 0  # children still to hand out: the PDFs the run has yet to start
 _spare_lock = threading.Lock()
 
 
 def prestart(documents: int = 1) -> None:
-    """Expect `documents` PDFs to be rendered: start the first one's child now, and each
-    time a `RenderWorker` takes it, start the next one's."""
+    """Expect `documents` PDFs to be read: unless a child is idle already, start one now
+    for the first; each time a `RenderWorker` takes it, start the next one's."""
     global _spares_wanted
     with _spare_lock:
         _spares_wanted = max(0, documents)
@@ -267,9 +401,9 @@ def prestart(documents: int = 1) -> None:
 
 
 def _start_spare() -> None:
-    """Lock held."""
+    """Lock held. Idle children in the pool serve the next documents: no spare then."""
     global _spare
-    if _spares_wanted <= 0 or (_spare is not None and _spare.poll() is None):
+    if _spares_wanted <= 0 or _pool or (_spare is not None and _spare.poll() is None):
         return
     try:
         _spare = _spawn()
@@ -277,17 +411,47 @@ def _start_spare() -> None:
         _spare = None
 
 
-def _take_spare() -> Optional[subprocess.Popen]:
+def _take_child() -> Optional[subprocess.Popen]:
+    """An idle child (one that served a document before, or the spare), or None."""
     global _spare, _spares_wanted
-    with _spare_lock:
-        proc, _spare = _spare, None
-        if proc is not None:
-            _spares_wanted -= 1
-            _start_spare()
-    if proc is not None and proc.poll() is not None:
+    while True:
+        with _spare_lock:
+            if _pool:
+                proc: Optional[subprocess.Popen] = _pool.pop()
+            else:
+                proc, _spare = _spare, None
+                if proc is not None:
+                    _spares_wanted -= 1
+                    _start_spare()
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            return proc
         _discard(proc)
-        return None
-    return proc
+
+
+def _give_back(proc: subprocess.Popen) -> bool:
+    """Put a child that finished a document into the pool; False if it is not wanted."""
+    if not _write(proc, {"op": "close"}):
+        return False
+    with _spare_lock:
+        if len(_pool) < POOL_SIZE:
+            _pool.append(proc)
+            return True
+    return False
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
+        pass
+    _close_pipes(proc)
 
 
 def _close_pipes(proc: subprocess.Popen) -> None:
@@ -311,10 +475,13 @@ def _discard(proc: subprocess.Popen) -> None:
 
 @atexit.register
 def _discard_spare() -> None:
+    """End every idle child (the spare and the pool): at exit, and in tests."""
     global _spare, _spares_wanted
     with _spare_lock:
-        proc, _spare, _spares_wanted = _spare, None, 0
-    if proc is not None:
+        procs = [proc for proc in (_spare, *_pool) if proc is not None]
+        _spare, _spares_wanted = None, 0
+        _pool.clear()
+    for proc in procs:
         _discard(proc)
 
 
@@ -349,65 +516,90 @@ def _limit_memory() -> None:
         pass
 
 
+def _text_answer(document: PdfDocument, number: int) -> dict:
+    page = document.text_layer(number)
+    if len(page.text) > MAX_TEXT_CHARS or len(page.boxes) > MAX_TEXT_BOXES:
+        raise InputError(
+            f"{document.name}: page {number} has a text layer of {len(page.text):,} characters,"
+            " far more than a page holds",
+            "the page is damaged or hostile; --mode ocr reads it from its pixels",
+        )
+    return {
+        "ok": True,
+        "text": page.text,
+        "width": page.width,
+        "height": page.height,
+        "boxes": page.boxes,
+        "image_fraction": page.image_fraction,
+        "path_objects": page.path_objects,
+    }
+
+
 def _child(parent: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if sys.platform.startswith("linux"):
         _limit_memory()
-    # The pages go out on a private copy of stdout; descriptor 1 itself points at stderr
-    # (which the parent discards), so that nothing PDFium might print can corrupt them.
+    # The answers go out on a private copy of stdout; descriptor 1 itself points at
+    # stderr (which the parent discards), so that nothing PDFium might print can corrupt them.
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     stdin = sys.stdin.buffer
-    document = None
+    document: Optional[PdfDocument] = None
     name = "document"
-    open_error: Optional[BaseException] = None
 
     def answer(header: dict, payload: bytes = b"") -> None:
+        if payload:
+            header = {**header, "bytes": len(payload)}
         stdout.write(json.dumps(header).encode() + b"\n")
         if payload:
             stdout.write(payload)
         stdout.flush()
+
+    def failed(error: BaseException, what: str) -> dict:
+        if isinstance(error, QwenOCRError):
+            return {"ok": False, "error": type(error).__name__, "message": error.message, "hint": error.hint}
+        if isinstance(error, MemoryError):
+            return {
+                "ok": False,
+                "message": f"{name}: {what} needs more memory than a PDF may take",
+                "hint": "the file is damaged or hostile (e.g. a compression bomb, or an absurd page size)",
+            }
+        # Whatever PDFium or Pillow raise, the parent reports it in one line.
+        return {"ok": False, "message": f"{name}: {what} could not be done ({type(error).__name__}: {error})"}
 
     while True:
         line = stdin.readline()
         if not line:
             return 0
         request = json.loads(line)
-        if request["op"] == "open":
-            # No answer here: the first render answers for both, so that the parent
-            # never waits twice.
+        op = request["op"]
+        if op in ("open", "close") and document is not None:
+            document.close()
+            document = None
+        if op == "close":
+            continue
+        if op == "open":
             name = request["name"]
-            source = stdin.read(request["size"]) if request["path"] is None else Path(request["path"])
             try:
+                source: Any = stdin.read(request["size"]) if request["path"] is None else Path(request["path"])
                 document = PdfDocument(source, name, request.get("password"))
-            except BaseException as error:  # noqa: BLE001 - reported with the first page
-                open_error = error
+                answer({"ok": True, "pages": document.page_count})
+            except Exception as error:  # noqa: BLE001 - reported to the parent
+                answer(failed(error, "opening the PDF"))
             continue
         number = request["page"]
         try:
             if document is None:
-                raise open_error if open_error is not None else InputError(f"{name}: the document could not be opened")
+                raise InputError(f"{name}: the document is not open")
+            if op == "text":
+                answer(_text_answer(document, number))
+                continue
             settings = RenderSettings(request["max_image_tokens"], request["dpi"], request["engine_max_tokens"])
             image = document.render(number, settings)
             answer({"ok": True, "width": image.width, "height": image.height}, image.tobytes())
-        except QwenOCRError as error:
-            answer({"ok": False, "error": type(error).__name__, "message": error.message, "hint": error.hint})
-        except MemoryError:
-            answer(
-                {
-                    "ok": False,
-                    "message": f"{name}: page {number} needs more memory to render than a page may have",
-                    "hint": "the page is damaged or declares an absurd size",
-                }
-            )
-        except Exception as error:  # noqa: BLE001 - whatever PDFium or Pillow raise, the parent reports it
-            answer(
-                {
-                    "ok": False,
-                    "message": f"{name}: page {number} could not be rendered ({type(error).__name__}: {error})",
-                }
-            )
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            answer(failed(error, f"page {number}" + (" (its text layer)" if op == "text" else " (rendering)")))
 
 
 if __name__ == "__main__":

@@ -46,20 +46,12 @@ def connect_server(request: ScanRequest, reporter: Reporter) -> Tuple[ModelFiles
 def load_engine(model: ModelFiles, request: ScanRequest, plan: Optional[Plan], reporter: Reporter) -> Backend:
     """Load `model` on this machine, sized for one page at a time."""
     from qwenocr.engines.factory import load_local_engine
-    from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS as LLAMACPP_MAX_IMAGE_TOKENS
 
     reporter.info(f"loading {model.label} with {model.backend}")
-    options = request.options
-    # The KV cache holds one page at a time: image tokens + prompt + output, with slack.
-    # With --dpi the image's size is not known ahead, so it is the largest llama.cpp takes.
-    image_budget = (
-        min(options.render.max_image_tokens, LLAMACPP_MAX_IMAGE_TOKENS)
-        if options.render.dpi is None
-        else LLAMACPP_MAX_IMAGE_TOKENS
-    )
-    n_ctx = request.n_ctx or _round_up(image_budget + options.generation.max_tokens + CONTEXT_SLACK_TOKENS, 256)
-    # With a plan, its GPU offload and multi-GPU split; with --model PATH, offload all
-    # layers (llama.cpp keeps them on the CPU when it was built without a GPU backend).
+    n_ctx = context_size(request)
+    # With a plan, its GPU offload and multi-GPU split, and an MoE model's experts kept in
+    # RAM where it is placed "gpu+cpu-experts"; with --model PATH, offload all layers
+    # (llama.cpp keeps them on the CPU when it was built without a GPU backend).
     return load_local_engine(
         model.backend,
         model.path,
@@ -68,7 +60,30 @@ def load_engine(model: ModelFiles, request: ScanRequest, plan: Optional[Plan], r
         n_gpu_layers=plan.n_gpu_layers if plan is not None else -1,
         tensor_split=plan.tensor_split if plan is not None else None,
         verbose=request.verbose,
+        experts_on_cpu=plan is not None and plan.placement == "gpu+cpu-experts" and model.backend == "llama.cpp",
     )
+
+
+def context_size(request: ScanRequest) -> int:
+    """The context a page gets, in tokens: --n-ctx, or one page's image + prompt + output
+    with slack. llama.cpp allocates its KV cache for all of it at load; MLX grows its cache
+    with the page up to as much (the memory check counts it for both, model_choice.py).
+    """
+    from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS as LLAMACPP_MAX_IMAGE_TOKENS
+    from qwenocr.fit.plan import NATIVE_CONTEXT_TOKENS
+
+    if request.n_ctx:
+        return request.n_ctx
+    options = request.options
+    # With --dpi the image's size is not known ahead, so it is the largest llama.cpp takes.
+    image_budget = (
+        min(options.render.max_image_tokens, LLAMACPP_MAX_IMAGE_TOKENS)
+        if options.render.dpi is None
+        else LLAMACPP_MAX_IMAGE_TOKENS
+    )
+    needed = _round_up(image_budget + options.generation.max_tokens + CONTEXT_SLACK_TOKENS, 256)
+    # Never past what the model was trained for: a page that long stops there ("length").
+    return min(needed, NATIVE_CONTEXT_TOKENS)
 
 
 def _round_up(value: int, step: int) -> int:

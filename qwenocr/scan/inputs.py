@@ -165,7 +165,9 @@ def _check_input(name: str, request: ScanRequest) -> CheckedInput:
     data = None
     try:
         data = read_stdin() if name == "-" else None
-        with open_document(name, request.password, data) as document:
+        # Guarded like the pages (renderguard.py): opening a PDF can itself be hostile
+        # (a Flate bomb in /Metadata, which PDFium inflates at open).
+        with open_document(name, request.password, data, request.options.render.timeout) as document:
             page_numbers = parse_page_ranges(request.pages, document.page_count)
             return CheckedInput(name, data, None, document.kind, document.page_count, tuple(page_numbers))
     except QwenOCRError as error:

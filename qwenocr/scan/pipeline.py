@@ -11,6 +11,10 @@ Why it is shaped this way:
   and several pages are then in flight, their results still yielded in page order.
 - Every finished page goes to the checkpoint before it is yielded, so an interrupted
   run loses at most the pages in flight; a rerun takes finished pages from there.
+- A page that crashes the engine (local engines run in a worker process, see
+  `engines.isolated`) is tried once more in a fresh engine, then marked `error`; only an
+  error that says it ends the run (`ends_run`: the engine crashing page after page)
+  stops the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Callable, Iterator, List, Optional
 from PIL import Image
 
 from qwenocr.engines.base import Backend, GenerationSettings
-from qwenocr.errors import QwenOCRError
+from qwenocr.errors import EngineCrashedError, QwenOCRError
 from qwenocr.pages.document import Document, RenderSettings, image_tokens
 from qwenocr.scan.results import BLANK, ERROR, OK, REPETITION, TIMEOUT, TRUNCATED, PageResult
 
@@ -66,6 +70,7 @@ class Events:
     page_started: Callable[[int], None] = lambda number: None
     tokens: Callable[[int], None] = lambda count: None  # new tokens generated
     page_done: Callable[[PageResult], None] = lambda result: None
+    notice: Callable[[str], None] = lambda message: None  # something the user should know now
 
 
 class _Rendered:
@@ -245,13 +250,28 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
     settings = options.generation
     best: Optional[PageResult] = None
     attempts = 0
+    crashed = False
     for attempt in range(2 if options.retry_on_repetition else 1):
         attempts += 1
         if attempt == 1:
             settings = _retry_settings(settings)
         try:
-            result = _generate_once(item.number, image, backend, options, settings, events)
+            try:
+                result = _generate_once(item.number, image, backend, options, settings, events)
+            except EngineCrashedError as crash:
+                if crashed:
+                    raise
+                # A native crash: once more, with the same settings, in a fresh engine
+                # (the backend starts one); a second crash on the page marks it `error`.
+                crashed = True
+                events.notice(f"page {item.number}: {crash.one_line()}; retrying the page in a fresh engine")
+                attempts += 1
+                result = _generate_once(item.number, image, backend, options, settings, events)
         except QwenOCRError as error:
+            if error.ends_run:
+                raise
+            if isinstance(error, EngineCrashedError):
+                error = EngineCrashedError(f"{error.message} again on the retry; the page is skipped", error.hint)
             return PageResult(
                 item.number,
                 "",

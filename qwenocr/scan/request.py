@@ -33,6 +33,7 @@ class ScanRequest:
     resume: bool = True
     force: bool = False  # skip the memory check
     n_ctx: Optional[int] = None
+    prefer: Optional[str] = None  # "accuracy" | "speed" | None: the plan's dense-or-MoE trade-off
     verbose: bool = False
     # --backend openai: the servers, the model they serve, pages in flight
     base_urls: List[str] = field(default_factory=list)

@@ -133,6 +133,8 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
                         try:
                             scanned.append(future.result())
                         except QwenOCRError as error:
+                            if error.ends_run:
+                                raise
                             failed_inputs += 1
                             reporter.error(error.one_line())
             else:
@@ -140,7 +142,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
                     try:
                         scanned.append(_scan_one(item, run))
                     except QwenOCRError as error:
-                        if not several:
+                        if not several or error.ends_run:
                             raise
                         failed_inputs += 1
                         reporter.error(error.one_line())
@@ -207,7 +209,7 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
     """One checked input through the pipeline into its writer, resuming from its checkpoint."""
     started = time.monotonic()
     request = run.request
-    with open_document(item.name, request.password, item.data) as document:
+    with open_document(item.name, request.password, item.data, request.options.render.timeout) as document:
         digest = bytes_digest(item.data) if item.data is not None else file_digest(Path(item.name))
         try:
             checkpoint = Checkpoint.open(default_root(), run_key(digest, run.settings), validate=checked_record)
@@ -235,7 +237,7 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
         with _destination(run.outputs.get(item.name), run.writer, request.fmt) as writer:
             writer.begin(info)
             run.reporter.start_document(item.shown, len(page_numbers))
-            events = Events(tokens=run.reporter.tokens, page_done=run.reporter.page_done)
+            events = Events(tokens=run.reporter.tokens, page_done=run.reporter.page_done, notice=run.reporter.warn)
             try:
                 for result in run_document(document, page_numbers, run.backend, run.options, checkpoint, events):
                     writer.page(result)

@@ -5,7 +5,7 @@ A model that cannot see fails every page (mlx-vlm: `'NoneType' object has no att
 checks here read what a model is from the cheap parts of its files, before anything
 loads: `config.json`, the safetensors headers (8 bytes of length, then JSON) or their
 index, and the metadata at the head of a GGUF. No weights are read, and nothing heavy is
-imported (no `gguf`, no mlx): a GGUF header is parsed here, as far as the one key needed.
+imported (no `gguf`, no mlx): a GGUF header is parsed here, as far as the model's own keys go.
 
 Each check refuses only what it can tell is wrong. A file it cannot read (a damaged or
 a placeholder file) is left to the engine, whose own error then names the problem.
@@ -33,6 +33,7 @@ __all__ = [
     "check_source_checkpoint",
     "check_source_config",
     "gguf_architecture",
+    "gguf_metadata",
     "inspect_folder",
     "read_config",
     "safetensors_header",
@@ -169,74 +170,87 @@ def weight_counts(folder: Path) -> Optional[WeightCounts]:
 
 # -- GGUF metadata (header only) -------------------------------------------------------
 
-_GGUF_MAGIC = b"GGUF"
+# GGUF value types: fixed-size scalars (struct formats), strings, arrays.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
-# Value type -> size in bytes, for the fixed-size types of the GGUF spec.
-_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-# Stop after this many keys: general.architecture comes first in every converter's
-# output, and a damaged header must not make us walk the whole file.
-_GGUF_MAX_KEYS = 64
+# The model's keys come before the tokenizer's (llama.cpp's converters write them so);
+# past this many keys, or at the tokenizer's, the walk stops: the vocabulary is large.
+_GGUF_MAX_KEYS = 256
+_GGUF_MAX_ARRAY = 4096  # a per-layer array (head_count_kv, recurrent_layers) is this at most
 
 
-class _NotGGUF(Exception):
+class _Unreadable(Exception):
     pass
 
 
-def _read(handle: IO[bytes], size: int) -> bytes:
-    data = handle.read(size)
-    if len(data) != size:
-        raise _NotGGUF
-    return data
-
-
-def _u32(handle: IO[bytes]) -> int:
-    return int(struct.unpack("<I", _read(handle, 4))[0])
-
-
-def _u64(handle: IO[bytes]) -> int:
-    return int(struct.unpack("<Q", _read(handle, 8))[0])
-
-
-def _gguf_string(handle: IO[bytes]) -> str:
-    length = _u64(handle)
-    if length > 2**20:
-        raise _NotGGUF
-    return _read(handle, length).decode("utf-8", errors="replace")
-
-
-def _skip_value(handle: IO[bytes], kind: int) -> None:
-    if kind == _GGUF_STRING:
-        handle.seek(_u64(handle), 1)
-    elif kind == _GGUF_ARRAY:
-        item_kind, count = _u32(handle), _u64(handle)
-        if item_kind in _GGUF_SIZES:
-            handle.seek(_GGUF_SIZES[item_kind] * count, 1)
-        elif item_kind == _GGUF_STRING:
-            for _ in range(count):
-                handle.seek(_u64(handle), 1)
-        else:
-            raise _NotGGUF
-    elif kind in _GGUF_SIZES:
-        handle.seek(_GGUF_SIZES[kind], 1)
-    else:
-        raise _NotGGUF
+def gguf_metadata(path: Path, partial: bool = False) -> Dict[str, Any]:
+    """`general.architecture` and the numeric keys (and short numeric arrays) of a GGUF's
+    header, up to the tokenizer's keys; {} when the header can't be read (with `partial`,
+    what was read before the damage). No weights are read."""
+    found: Dict[str, Any] = {}
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"GGUF" or _unpack(handle, "<I") not in (2, 3):
+                return {}  # GGUF v1 (2023) and big-endian files: not worth parsing
+            _unpack(handle, "<Q")  # tensor count
+            for _ in range(min(_unpack(handle, "<Q"), _GGUF_MAX_KEYS)):
+                key, kind = _gguf_string(handle), _unpack(handle, "<I")
+                if key.startswith("tokenizer."):
+                    break
+                if kind == _GGUF_STRING:
+                    text = _gguf_string(handle)
+                    if key == "general.architecture":
+                        found[key] = text
+                elif kind == _GGUF_ARRAY:
+                    item, count = _unpack(handle, "<I"), _unpack(handle, "<Q")
+                    items = _gguf_array(handle, item, count)
+                    if items is not None:
+                        found[key] = items
+                elif kind in _GGUF_SCALARS:
+                    found[key] = _unpack(handle, _GGUF_SCALARS[kind])
+                else:
+                    raise _Unreadable
+    except (OSError, struct.error, _Unreadable, UnicodeDecodeError):
+        return found if partial else {}
+    return found
 
 
 def gguf_architecture(path: Path) -> Optional[str]:
     """`general.architecture` from a GGUF's header (e.g. "qwen35", "clip"); None if unreadable."""
-    try:
-        with open(path, "rb") as handle:
-            if _read(handle, 4) != _GGUF_MAGIC or _u32(handle) not in (2, 3):
-                return None  # GGUF v1 (2023) and big-endian files: not worth parsing
-            _u64(handle)  # tensor count
-            keys = _u64(handle)
-            for _ in range(min(keys, _GGUF_MAX_KEYS)):
-                key, kind = _gguf_string(handle), _u32(handle)
-                if key == "general.architecture" and kind == _GGUF_STRING:
-                    return _gguf_string(handle)
-                _skip_value(handle, kind)
-    except (OSError, _NotGGUF):
-        return None
+    # The first key, in every converter's output: a damaged rest does not hide it.
+    architecture = gguf_metadata(path, partial=True).get("general.architecture")
+    return architecture if isinstance(architecture, str) else None
+
+
+def _unpack(handle: IO[bytes], fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = handle.read(size)
+    if len(data) != size:
+        raise _Unreadable
+    return struct.unpack(fmt, data)[0]
+
+
+def _gguf_string(handle: IO[bytes]) -> str:
+    length = _unpack(handle, "<Q")
+    if length > 2**20:
+        raise _Unreadable
+    data = handle.read(length)
+    if len(data) != length:
+        raise _Unreadable
+    return data.decode("utf-8", errors="replace")
+
+
+def _gguf_array(handle: IO[bytes], item: int, count: int) -> Optional[List[Any]]:
+    """A short numeric array's items; longer ones and arrays of strings are skipped (None)."""
+    if item in _GGUF_SCALARS and count <= _GGUF_MAX_ARRAY:
+        return [_unpack(handle, _GGUF_SCALARS[item]) for _ in range(count)]
+    if item in _GGUF_SCALARS:
+        handle.seek(struct.calcsize(_GGUF_SCALARS[item]) * count, 1)
+    elif item == _GGUF_STRING:
+        for _ in range(count):
+            handle.seek(_unpack(handle, "<Q"), 1)
+    else:
+        raise _Unreadable
     return None
 
 

@@ -22,6 +22,8 @@ broken in exactly the one way its name says and no other.
   (PDFium counts it, and fails to load it).
 - `corrupt_png`: a PNG whose IDAT (image data) is garbage after a valid header.
 - `huge_png`: a PNG whose header declares 60000 x 60000 pixels (a decompression bomb).
+- `metadata_bomb_pdf`, `content_bomb_pdf`: Flate bombs (`deflated_zeros`) in the
+  catalog's /Metadata (inflated by PDFium at open) and in a page's content stream.
 """
 
 from __future__ import annotations
@@ -244,3 +246,59 @@ def render_workers_of(pid: int) -> List[int]:
         if b"qwenocr.pages.renderguard" in argv and str(pid).encode() in argv and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def deflated_zeros(size: int) -> bytes:
+    """A zlib (FlateDecode) stream that inflates to `size` zero bytes, built in
+    milliseconds: after a full flush the compressor starts afresh, so every 16 MiB block
+    of zeros compresses to the same bytes, which are repeated (about 1/1000 of `size`)."""
+    import zlib
+
+    block = 1 << 24
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(bytes(block)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(bytes(block)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    header, body = first[:2], first[2:]
+    assert body == again  # the construction relies on it
+    whole, rest = divmod(size, block)
+    tail = zlib.compressobj(9)
+    tail_body = b""
+    if rest:
+        tail_body = tail.compress(bytes(rest)) + tail.flush(zlib.Z_FULL_FLUSH)
+        tail_body = tail_body[2:]
+    # The end: an empty final stored block, then the Adler-32 of `size` zeros (a = 1,
+    # b = size mod 65521).
+    adler = ((size % 65521) << 16) | 1
+    return header + body * whole + tail_body + b"\x01\x00\x00\xff\xff" + adler.to_bytes(4, "big")
+
+
+def metadata_bomb_pdf(inflated: int = 2**30) -> bytes:
+    """A one-page text PDF whose catalog's /Metadata stream is a Flate bomb: about 1 MB
+    that inflates to `inflated` bytes. PDFium inflates /Metadata while it opens the
+    document (FPDF_LoadDocument checks the XMP for unsupported features)."""
+    bomb = deflated_zeros(inflated)
+    return build_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R /Metadata 5 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R " + FONT + b" >>",
+            stream(text_content("Page 1")),
+            stream(bomb, b"/Type /Metadata /Subtype /XML /Filter /FlateDecode"),
+        ]
+    )
+
+
+def content_bomb_pdf(inflated: int = 2**30) -> bytes:
+    """A text page followed by a page whose content stream is a Flate bomb (`inflated`
+    zero bytes from about 1/1000 of that): reading its text layer, or rendering it,
+    inflates all of it."""
+    return build_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R 5 0 R] /Count 2 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R " + FONT + b" >>",
+            stream(text_content("Page 1")),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 6 0 R " + FONT + b" >>",
+            stream(deflated_zeros(inflated), b"/Filter /FlateDecode"),
+        ]
+    )

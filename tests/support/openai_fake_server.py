@@ -16,6 +16,18 @@ parallel threads. It can be told to misbehave, request by request, through `plan
 - "error": stream an error event,
 - "ok": behave.
 
+A server that takes only so many requests at once: `capacity=K` serves K chat requests
+in parallel, and `over_capacity` says what happens beyond:
+
+- "interrupt" (the default): like llama-cpp-python's server with its default
+  `interrupt_requests=True` (K=1): requests beyond K wait for a turn, and an answer
+  streaming is cut (a bare `[DONE]`) as soon as a request is waiting;
+- "queue": requests beyond K wait for a turn, nothing is cut (a server that queues);
+- an int (429, 503): a request arriving with K already in flight gets that status.
+
+`interrupted` and `rejected` count what it did; `level_log` records how many requests
+were in flight as each one arrived.
+
 By default the answer names the page image's size ("page 300x400 ..."), so a test can
 check that each page got its own answer. Every request is recorded (path, headers,
 JSON body) in `requests`; `max_in_flight` is the peak number of parallel chat requests.
@@ -78,6 +90,8 @@ class FakeOpenAIServer:
         retry_after: Optional[str] = None,
         hang_s: float = 5.0,
         port: int = 0,
+        capacity: Optional[int] = None,
+        over_capacity: Union[int, str] = "interrupt",
     ):
         self.models = ["qwen3.5-fake"] if models is None else models
         self.delay = delay
@@ -89,6 +103,15 @@ class FakeOpenAIServer:
         self.chunked = chunked
         self.retry_after = retry_after
         self.hang_s = hang_s
+        self.capacity = capacity
+        self.over_capacity = over_capacity
+        self.interrupted = 0
+        self.rejected = 0
+        self.level_log: List[int] = []
+        self._arrivals = 0
+        self._active: List[int] = []  # arrival numbers of the chat requests in flight
+        self._serving = 0
+        self._waiting = 0
         self.plan: List[Union[int, str]] = []
         self.requests: List[Dict[str, Any]] = []
         self.in_flight = 0
@@ -96,6 +119,7 @@ class FakeOpenAIServer:
         self.disconnects = 0  # clients that went away mid-answer
         self.completed = 0
         self.lock = threading.Lock()
+        self._turns = threading.Condition(self.lock)  # "interrupt": whose turn it is
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.fake = self
         self._thread: Optional[threading.Thread] = None
@@ -211,16 +235,52 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake = self.server.fake
         with fake.lock:
+            fake._arrivals += 1
+            self.arrival = fake._arrivals
+            busy = fake.capacity is not None and len(fake._active) >= fake.capacity
+            fake._active.append(self.arrival)
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            fake.level_log.append(fake.in_flight)
         try:
-            self._chat(body, fake.next_action())
+            action = fake.next_action()
+            if busy and isinstance(fake.over_capacity, int):
+                with fake.lock:
+                    fake.rejected += 1
+                action = fake.over_capacity
+            queued = fake.capacity is not None and fake.over_capacity in ("interrupt", "queue")
+            if queued:
+                with fake._turns:
+                    fake._waiting += 1
+                    while fake.capacity is not None and fake._serving >= fake.capacity:
+                        fake._turns.wait(0.05)
+                    fake._waiting -= 1
+                    fake._serving += 1
+            try:
+                self._chat(body, action)
+            finally:
+                if queued:
+                    with fake._turns:
+                        fake._serving -= 1
+                        fake._turns.notify_all()
         except (BrokenPipeError, ConnectionResetError):
             with fake.lock:
                 fake.disconnects += 1
         finally:
             with fake.lock:
                 fake.in_flight -= 1
+                fake._active.remove(self.arrival)
+
+    def _overtaken(self) -> bool:
+        """Whether a request waits for a turn (then "interrupt" cuts this answer)."""
+        fake = self.server.fake
+        if fake.capacity is None or fake.over_capacity != "interrupt":
+            return False
+        with fake.lock:
+            if fake._waiting:
+                fake.interrupted += 1
+                return True
+        return False
 
     def _chat(self, body: Dict[str, Any], action: Union[int, str]) -> None:
         fake = self.server.fake
@@ -294,6 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fake.piece_delay:
                 time.sleep(fake.piece_delay)
+            if self._overtaken():
+                self._event("[DONE]")
+                self._end()
+                return
             self._event(chunk({"content": piece}))
         max_tokens = body.get("max_tokens") or 10**9
         self._event(chunk({}, "length" if len(pieces) >= max_tokens else "stop"))
@@ -327,10 +391,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server for qwenocr tests and benchmarks.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.2, help="seconds before each answer")
+    parser.add_argument("--piece-delay", type=float, default=0.0, help="seconds before each streamed piece")
     parser.add_argument("--model", default="qwen3.5-fake")
+    parser.add_argument("--capacity", type=int, default=None, help="chat requests served in parallel")
+    parser.add_argument(
+        "--over-capacity", default="interrupt", help='beyond capacity: "interrupt" (the default), "queue", 429 or 503'
+    )
     args = parser.parse_args(argv)
+    over = int(args.over_capacity) if args.over_capacity.isdigit() else args.over_capacity
     server = FakeOpenAIServer(
-        models=[args.model], delay=args.delay, port=args.port, reply=lambda body: "page text " * 20
+        models=[args.model],
+        delay=args.delay,
+        piece_delay=args.piece_delay,
+        port=args.port,
+        reply=lambda body: "page text " * 20,
+        capacity=args.capacity,
+        over_capacity=over,
     )
     server.start()
     sys.stdout.write(server.url + "\n")

@@ -181,3 +181,47 @@ def mixed_pdf() -> bytes:
             {"lines": soup},
         ]
     )
+
+
+def _truetype_bytes() -> bytes:
+    """A TrueType font program: the one Pillow embeds as its default font (Pillow 10.1+),
+    else DejaVu Sans where the system has it."""
+    from pathlib import Path
+
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    source = getattr(font, "path", None)
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()
+    for candidate in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/Library/Fonts/Arial.ttf"):
+        if Path(candidate).is_file():
+            return Path(candidate).read_bytes()
+    raise FileNotFoundError("no TrueType font to embed")
+
+
+def embedded_font_pdf(pages: int = 2) -> bytes:
+    """Pages of text in an embedded TrueType font (a CID font with its font program,
+    widths and ToUnicode map in the file), as word processors write them: the font
+    program itself is parsed by FreeType inside PDFium."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as raw
+
+    program = _truetype_bytes()
+    pdf = pdfium.PdfDocument.new()
+    buffer = ctypes.create_string_buffer(program, len(program))
+    font = raw.FPDFText_LoadFont(
+        pdf, ctypes.cast(buffer, ctypes.POINTER(ctypes.c_uint8)), len(program), raw.FPDF_FONT_TRUETYPE, True
+    )
+    if not font:
+        raise RuntimeError("PDFium refused the TrueType font")
+    for number in range(1, pages + 1):
+        page = pdf.new_page(*LETTER)
+        y = LETTER[1] - 60
+        for line in body_lines(30)[: 20 + number]:
+            _add_text(pdf, page, font, f"{number}: {line}", 60, y)
+            y -= 16
+        page.gen_content()
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()

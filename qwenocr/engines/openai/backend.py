@@ -63,6 +63,7 @@ class OpenAIBackend(ServerClient):
         backoff_max: float = BACKOFF_MAX_S,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        adaptive: bool = True,
     ):
         base_urls = server_list(base_urls)
         if concurrency < 1:
@@ -79,6 +80,8 @@ class OpenAIBackend(ServerClient):
             backoff_max=backoff_max,
             sleep=sleep,
             clock=clock,
+            concurrency=concurrency,
+            adaptive=adaptive,
         )
         self.concurrency = int(concurrency)
         self.image_format = image_format

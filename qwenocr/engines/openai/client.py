@@ -12,6 +12,12 @@ Why it is built this way:
   cool-down. Client errors (other 4xx) fail at once: retrying can't fix them.
 - The API key travels only in the `Authorization` header. Every message that can reach
   a log or an exception passes through `_redact`.
+- Each server gets its own limit on requests in flight (`adaptive`), lowered when it
+  interrupts answers, rejects requests (429/503) or times out with several in flight,
+  raised again after a streak of clean answers, never above `--concurrency`. A request
+  over every server's limit waits for a slot here instead of failing at the server; a
+  page whose answer was interrupted or rejected while others were in flight is retried
+  without using up one of its attempts (the client sent too much, not the server failed).
 - Every response is bounded: `timeout` is the time for the whole request (a watchdog
   shuts the socket at the deadline, so a server trickling a byte a second can't stretch
   it read by read), bodies read whole have a size limit, and so do stream lines (see
@@ -33,6 +39,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
+from qwenocr.engines.openai.adaptive import CONGESTION, INTERRUPTED, REJECTED, SLOW, AdaptiveLimit, Slot
 from qwenocr.errors import BackendError, UsageError
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,14 @@ API_KEY_ENV_VARS = ("QWENOCR_API_KEY", "OPENAI_API_KEY")
 # 408 and 429 are the only 4xx a retry can fix; every 5xx might be transient (a
 # restarting replica, an overloaded load balancer).
 RETRY_4XX = {408, 429}
+# "Too many requests" and "unavailable (overloaded)": the server's way to say "fewer".
+BUSY_STATUSES = {429, 503}
+# Retries of a page after its answer was interrupted or rejected while other requests
+# were in flight, which don't use up its attempts: the limit drops on each, so a few
+# suffice; the cap only keeps a server that does this at any load from looping a page.
+FREE_RETRIES_MAX = 16
+# How often a request waiting for a slot looks again (close(), its deadline, cool-downs).
+SLOT_POLL_S = 0.25
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 # A server asking for a longer pause than this is effectively down; don't hang a run.
@@ -88,12 +103,16 @@ def check_api_key(key: str, what: str = "the API key") -> str:
 
 
 class Retryable(Exception):
-    """A failure worth another attempt (maybe on another server)."""
+    """A failure worth another attempt (maybe on another server).
 
-    def __init__(self, message: str, retry_after: Optional[float] = None):
+    `kind` says when it is a sign of too many requests at once (`adaptive.INTERRUPTED`,
+    `REJECTED`, `SLOW`), which lowers the server's limit; None for other failures."""
+
+    def __init__(self, message: str, retry_after: Optional[float] = None, kind: Optional[str] = None):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.kind = kind
 
 
 class DeadlinePassed(Exception):
@@ -228,6 +247,7 @@ class Server:
         self.display = f"{parts.scheme}://{host}:{self.port}{self.prefix}"
         self.cooldown_until = 0.0
         self.failures = 0
+        self.limit = AdaptiveLimit(1)  # the client sets its own ceiling
 
     def path(self, endpoint: str) -> str:
         return f"{self.prefix}{endpoint}{self.query}"
@@ -241,26 +261,84 @@ class Server:
 
 
 class _Pool:
-    """Round-robin over servers, skipping those cooling down after a failure."""
+    """Round-robin over servers, skipping those cooling down after a failure, and
+    sending each no more requests at once than its adaptive limit."""
 
-    def __init__(self, servers: Sequence[Server], cooldown: float, clock: Callable[[], float]):
+    def __init__(self, servers: Sequence[Server], cooldown: float, clock: Callable[[], float], concurrency: int = 1):
         self.servers = list(servers)
+        for server in self.servers:
+            server.limit = AdaptiveLimit(concurrency)
         self.cooldown = cooldown
         self.clock = clock
         self._next = 0
-        self._lock = threading.Lock()
+        # One lock for all servers: choosing a server with a free slot and taking the
+        # slot are one step. Waiters for a slot sleep on it.
+        self._lock = threading.Condition(threading.Lock())
+
+    def _choose(self, avoid: Optional[Server], free_only: bool) -> Optional[Server]:
+        now = self.clock()
+        n = len(self.servers)
+        order = [self.servers[(self._next + i) % n] for i in range(n)]
+        healthy = [s for s in order if s.cooldown_until <= now]
+        if healthy:
+            # A healthy server at its limit is waited for rather than skipped for one
+            # cooling down (that one is probably down).
+            candidates = [s for s in healthy if s.limit.free() or not free_only]
+            preferred = [s for s in candidates if s is not avoid] or candidates
+            chosen = preferred[0] if preferred else None
+        else:
+            # All cooling down: the one that recovers first is the best bet.
+            candidates = [s for s in order if s.limit.free() or not free_only]
+            chosen = min(candidates, key=lambda s: s.cooldown_until) if candidates else None
+        if chosen is not None:
+            self._next = (self.servers.index(chosen) + 1) % n
+        return chosen
 
     def pick(self, avoid: Optional[Server] = None) -> Server:
+        """The next server, whatever its load (round-robin, healthy ones first)."""
         with self._lock:
-            now = self.clock()
-            n = len(self.servers)
-            order = [self.servers[(self._next + i) % n] for i in range(n)]
-            healthy = [s for s in order if s.cooldown_until <= now]
-            preferred = [s for s in healthy if s is not avoid] or healthy
-            # All cooling down: the one that recovers first is the best bet.
-            chosen = preferred[0] if preferred else min(order, key=lambda s: s.cooldown_until)
-            self._next = (self.servers.index(chosen) + 1) % n
+            chosen = self._choose(avoid, free_only=False)
+            assert chosen is not None
             return chosen
+
+    def acquire(
+        self, avoid: Optional[Server], deadline: Optional[float], check_open: Callable[[], None]
+    ) -> Tuple[Server, Slot]:
+        """The next server with a free slot, and the slot; waits while none has one.
+        Raises DeadlinePassed past `deadline`, and what `check_open` raises."""
+        with self._lock:
+            while True:
+                check_open()
+                chosen = self._choose(avoid, free_only=True)
+                if chosen is not None:
+                    return chosen, chosen.limit.take()
+                wait = SLOT_POLL_S
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DeadlinePassed()
+                    wait = min(wait, left)
+                self._lock.wait(wait)
+
+    def release(self, server: Server) -> None:
+        with self._lock:
+            server.limit.give_back()
+            self._lock.notify_all()
+
+    def congested(self, server: Server, slot: Slot, kind: str) -> Tuple[Optional[int], int]:
+        """Lower the server's limit for a congestion signal (before `release`): the new
+        limit when it dropped, else None; and the requests that were in flight."""
+        with self._lock:
+            in_flight = server.limit.in_flight
+            return server.limit.congested(slot, kind), in_flight
+
+    def in_flight(self, server: Server) -> int:
+        with self._lock:
+            return server.limit.in_flight
+
+    def wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
 
     def has_healthy_other(self, server: Server) -> bool:
         with self._lock:
@@ -273,10 +351,15 @@ class _Pool:
             pause = min(self.cooldown * 2 ** (server.failures - 1), COOLDOWN_MAX_S)
             server.cooldown_until = self.clock() + pause
 
-    def succeeded(self, server: Server) -> None:
+    def succeeded(self, server: Server, slot: Optional[Slot] = None) -> Optional[int]:
+        """A clean answer; the server's new limit when this raised it, else None."""
         with self._lock:
             server.failures = 0
             server.cooldown_until = 0.0
+            if slot is not None and server.limit.succeeded(slot):
+                self._lock.notify_all()
+                return server.limit.limit
+            return None
 
 
 def server_list(base_urls: Union[str, Sequence[str]]) -> List[str]:
@@ -305,6 +388,8 @@ class ServerClient:
         backoff_max: float = BACKOFF_MAX_S,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        concurrency: int = 1,
+        adaptive: bool = True,
     ):
         urls = server_list(base_urls)
         self._api_key = check_api_key(api_key) if api_key else None
@@ -313,10 +398,12 @@ class ServerClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._sleep = sleep
-        self._pool = _Pool([Server(url) for url in urls], cooldown, clock)
+        self._pool = _Pool([Server(url) for url in urls], cooldown, clock, max(1, int(concurrency)))
         self._active: set = set()
         self._active_lock = threading.Lock()
         self._closed = False
+        # False keeps every server at `concurrency` whatever it says (for benchmarks).
+        self.adaptive = adaptive
 
     @property
     def servers(self) -> List[str]:
@@ -333,47 +420,108 @@ class ServerClient:
 
         return self._with_retries(attempt, what="listing models")
 
+    @property
+    def limits(self) -> Dict[str, int]:
+        """Each server's current limit on requests in flight (see `adaptive`)."""
+        return {s.display: s.limit.limit for s in self._pool.servers}
+
     def _with_retries(self, attempt: Callable[[Server], T], what: str, deadline: Optional[float] = None) -> T:
         """`attempt` until it succeeds or the retries run out; with a page `deadline`
-        (monotonic seconds), no attempt starts and no pause lasts past it."""
+        (monotonic seconds), no attempt starts and no pause lasts past it.
+
+        Each attempt holds a slot under its server's limit. An answer interrupted or
+        rejected while other requests were in flight to that server lowers the limit
+        and is retried without counting as an attempt (at most FREE_RETRIES_MAX times)."""
         server: Optional[Server] = None
         error: Optional[Retryable] = None
         attempts = self.max_retries + 1
-        for number in range(1, attempts + 1):
+        number = 0  # attempts counted
+        free = 0
+        while number < attempts:
             self._check_open()
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlinePassed()
-            server = self._pool.pick(avoid=server)
+            server, slot = self._pool.acquire(server if error is not None else None, deadline, self._check_open)
             try:
                 result = attempt(server)
-            except Retryable as failure:
-                self._check_open()  # a close() mid-request is not a server failure
-                self._pool.failed(server)
-                error = failure
-                if number == attempts:
-                    break
-                delay = self._delay(number, failure.retry_after, self._pool.has_healthy_other(server))
-                log.warning(
-                    "%s while %s: %s; retrying in %.1f s (attempt %d of %d)",
+            except Retryable as caught:
+                failure = caught
+            except BaseException:
+                self._pool.release(server)
+                raise
+            else:
+                self._pool.release(server)
+                raised = self._pool.succeeded(server, slot)
+                if raised is not None:
+                    log.info("%s copes with more: up to %d requests in flight", server.display, raised)
+                return result
+            in_flight = 1
+            if failure.kind in CONGESTION and self.adaptive and not self._closed:
+                lowered, in_flight = self._pool.congested(server, slot, failure.kind)
+                if lowered is not None:
+                    self._announce_lower(server, failure, in_flight, lowered)
+            self._pool.release(server)
+            self._check_open()  # a close() mid-request is not a server failure
+            if failure.kind in (INTERRUPTED, REJECTED) and in_flight > 1 and free < FREE_RETRIES_MAX:
+                # The client sent more than the server takes: not the page's failure.
+                free += 1
+                error = None
+                delay = 0.0
+                if failure.kind == REJECTED:
+                    delay = self._delay(1, failure.retry_after, self._pool.has_healthy_other(server))
+                log.info(
+                    "%s while %s: %s with %d requests in flight; retrying",
                     server.display,
                     what,
                     self._redact(failure.message),
-                    delay,
-                    number + 1,
-                    attempts,
+                    in_flight,
                 )
-                if deadline is not None:
-                    delay = min(delay, max(0.0, deadline - time.monotonic()))
-                if delay > 0:
-                    self._sleep(delay)
+                self._pause(delay, deadline)
                 continue
-            self._pool.succeeded(server)
-            return result
+            number += 1
+            self._pool.failed(server)
+            error = failure
+            if number == attempts:
+                break
+            delay = self._delay(number, failure.retry_after, self._pool.has_healthy_other(server))
+            log.warning(
+                "%s while %s: %s; retrying in %.1f s (attempt %d of %d)",
+                server.display,
+                what,
+                self._redact(failure.message),
+                delay,
+                number + 1,
+                attempts,
+            )
+            self._pause(delay, deadline)
         assert server is not None and error is not None
         raise BackendError(
             self._redact(f"{server.display}: {error.message} (gave up after {attempts} attempts while {what})"),
             hint="check that the server is up and not overloaded; see docs/scaling.md",
         ) from None
+
+    def _pause(self, delay: float, deadline: Optional[float]) -> None:
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - time.monotonic()))
+        if delay > 0:
+            self._sleep(delay)
+
+    def _announce_lower(self, server: Server, failure: Retryable, in_flight: int, limit: int) -> None:
+        """One warning per server, at its first decrease; later changes are info."""
+        if failure.kind == INTERRUPTED:
+            why = "answers were interrupted"
+            hint = "llama-cpp-python's server does this unless started with --interrupt_requests False"
+        elif failure.kind == REJECTED:
+            why = f"requests were rejected ({self._redact(failure.message.split(':')[0])})"
+            hint = "more again when it copes"
+        else:
+            why = "answers timed out"
+            hint = "more again when it copes"
+        message = f"server {server.display}: {why} with {in_flight} requests in flight; using {limit} ({hint})"
+        if server.limit.decreases == 1:
+            log.warning("%s", message)
+        else:
+            log.info("%s", message)
 
     def _delay(self, number: int, retry_after: Optional[float], other_server: bool) -> float:
         if other_server:
@@ -458,7 +606,7 @@ class ServerClient:
     def _out_of_time(budget: Budget, partial: Any) -> Exception:
         if budget.page_bound:
             return DeadlinePassed(partial)
-        return Retryable(f"no complete answer within {budget.limit:g} s (the time limit per request)")
+        return Retryable(f"no complete answer within {budget.limit:g} s (the time limit per request)", kind=SLOW)
 
     def _request(
         self, server: Server, method: str, endpoint: str, body: Optional[bytes], timeout: float, limit: int
@@ -484,7 +632,11 @@ class ServerClient:
         detail = error_detail(body)
         message = f"HTTP {status}" + (f": {detail}" if detail else "")
         if status in RETRY_4XX or status >= 500:
-            raise Retryable(message, retry_after=_retry_after(headers.get("Retry-After") if headers else None))
+            raise Retryable(
+                message,
+                retry_after=_retry_after(headers.get("Retry-After") if headers else None),
+                kind=REJECTED if status in BUSY_STATUSES else None,
+            )
         hints = {
             401: "set the key in QWENOCR_API_KEY (or OPENAI_API_KEY)",
             403: "the key is not allowed to use this server or model",
@@ -512,6 +664,7 @@ class ServerClient:
     def close(self) -> None:
         """Stop: close in-flight connections (their requests raise) and refuse new ones."""
         self._closed = True
+        self._pool.wake()  # requests waiting for a slot see the close
         with self._active_lock:
             requests = list(self._active)
         for conn, budget in requests:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from qwenocr.engines.base import Generation, PieceCallback
+from qwenocr.engines.openai.adaptive import INTERRUPTED
 from qwenocr.engines.openai.client import MIB, Budget, BudgetExpired, Retryable, error_detail, size_text
 
 # One SSE line or event carries one token or a few: 8 MiB is a server gone wrong.
@@ -96,7 +97,8 @@ def _finish(state: "_StreamState") -> Generation:
         if state.done:
             raise Retryable(
                 "the server ended the answer early ([DONE] without a finish_reason; llama-cpp-python's "
-                "server does this with several pages in flight unless started with --interrupt_requests False)"
+                "server does this with several pages in flight unless started with --interrupt_requests False)",
+                kind=INTERRUPTED,
             )
         raise Retryable("the stream ended before the answer was complete")
     state.flush()
