@@ -67,9 +67,9 @@ MORE_PROFILES = [
     ("A100 80 GB", cuda(80, chip="A100-SXM4-80GB"), "122B-A10B", 4, "llama.cpp", False),
     ("4x A100 80 GB", cuda(80, 80, 80, 80, chip="A100-SXM4-80GB"), "397B-A17B", 4, "llama.cpp", False),
     ("CPU 24 GB, bandwidth unknown", cpu(24), "9B", 4, "llama.cpp", False),
-    # With 80 GB/s, 8-bit makes a page ~1.2x as long (vision and prefill weigh as much as
-    # the decode): not "much slower", so the precision is raised (at 25 GB/s it is not).
-    ("CPU 64 GB, 80 GB/s", cpu(64, bandwidth=80), "35B-A3B", 8, "llama.cpp", False),
+    # Even with 80 GB/s, 8-bit makes a page much slower: with flash attention the vision
+    # encode and the prefill are cheap beside the decode, which 8-bit weights slow down.
+    ("CPU 64 GB, 80 GB/s", cpu(64, bandwidth=80), "35B-A3B", 4, "llama.cpp", False),
 ]
 
 

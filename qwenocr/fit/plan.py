@@ -557,11 +557,17 @@ def _engine(hw: Hardware, device: str) -> speed.Engine:
         return speed.Engine(
             "metal", hw.memory_bandwidth_gbps, flops, flash_attention=True, compute_assumed=flops_assumed
         )
+    # llama.cpp runs the vision encoder with flash attention (engines/llamacpp.py).
+    fused = vision_memory.planned_flash_attn("cpu")
     if measured is not None:
-        return speed.Engine("cpu", speed.cpu_decode_bandwidth(measured), measured.gflops)
+        return speed.Engine("cpu", speed.cpu_decode_bandwidth(measured), measured.gflops, flash_attention=fused)
     if hw.memory_bandwidth_gbps:
-        return speed.Engine("cpu", hw.memory_bandwidth_gbps, ASSUMED_CPU_GFLOPS, compute_assumed=True)
-    return speed.Engine("cpu", ASSUMED_CPU_BANDWIDTH_GBPS, ASSUMED_CPU_GFLOPS, assumed=True, compute_assumed=True)
+        return speed.Engine(
+            "cpu", hw.memory_bandwidth_gbps, ASSUMED_CPU_GFLOPS, flash_attention=fused, compute_assumed=True
+        )
+    return speed.Engine(
+        "cpu", ASSUMED_CPU_BANDWIDTH_GBPS, ASSUMED_CPU_GFLOPS, flash_attention=fused, assumed=True, compute_assumed=True
+    )
 
 
 def _speed_basis(hw: Hardware, engine: speed.Engine) -> Dict[str, object]:
