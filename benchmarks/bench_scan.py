@@ -105,6 +105,24 @@ def _gguf(models: Path) -> tuple[Path, Path]:
     return models / manifest["dense_gguf"], models / manifest["dense_mmproj"]
 
 
+def _scan_command(pdf: Path, model: Path, mmproj: Path, *options: object) -> list[str]:
+    """`qwenocr scan PDF` on the tiny GGUF, quiet and without resuming, plus `options`."""
+    return [
+        sys.executable,
+        "-m",
+        "qwenocr",
+        "scan",
+        str(pdf),
+        "--model",
+        str(model),
+        "--mmproj",
+        str(mmproj),
+        "--no-resume",
+        "--quiet",
+        *map(str, options),
+    ]
+
+
 def _timed(command: list[str]) -> tuple[float, int, float, str]:
     """Wall seconds, peak RSS (KiB), CPU seconds (user + system) and stdout of a child.
 
@@ -146,22 +164,14 @@ def overhead(args) -> None:
         commands = {
             "bare": [sys.executable, "-c", BARE_ENGINE, *engine_args],
             "backend": [sys.executable, "-c", BACKEND_ONLY, *engine_args],
-            "qwenocr": [
-                sys.executable,
-                "-m",
-                "qwenocr",
-                "scan",
-                str(pdf),
-                "--model",
-                str(model),
-                "--mmproj",
-                str(mmproj),
+            "qwenocr": _scan_command(
+                pdf,
+                model,
+                mmproj,
                 "--max-tokens",
-                str(MAX_TOKENS),
+                MAX_TOKENS,
                 "--max-image-tokens",
-                str(IMAGE_TOKENS),
-                "--no-resume",
-                "--quiet",
+                IMAGE_TOKENS,
                 "--temperature",
                 TEMPERATURE,
                 "--n-ctx",
@@ -169,8 +179,8 @@ def overhead(args) -> None:
                 "-f",
                 "json",
                 "-o",
-                str(tmp / "out.json"),
-            ],
+                tmp / "out.json",
+            ),
         }
         wall = {name: [] for name in commands}
         cpu = {name: [] for name in commands}
@@ -220,27 +230,19 @@ def memory(args) -> None:
         tmp = Path(tmp)
         for pages in (args.small, args.large):
             pdf = samples.write_pdf(tmp / f"doc{pages}.pdf", pages=pages, size=(850, 1100))
-            command = [
-                sys.executable,
-                "-m",
-                "qwenocr",
-                "scan",
-                str(pdf),
-                "--model",
-                str(model),
-                "--mmproj",
-                str(mmproj),
+            command = _scan_command(
+                pdf,
+                model,
+                mmproj,
                 "--max-tokens",
-                "16",
+                16,
                 "--max-image-tokens",
-                "64",
-                "--no-resume",
-                "--quiet",
+                64,
                 "-f",
                 "json",
                 "-o",
-                str(tmp / f"out{pages}.json"),
-            ]
+                tmp / f"out{pages}.json",
+            )
             seconds, peak, _, _ = _timed(command)
             results[pages] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024, 1)}
     growth = results[args.large]["peak_rss_mb"] - results[args.small]["peak_rss_mb"]
@@ -292,27 +294,19 @@ def modes(args) -> None:
             document.import_pages(source)
         document.save(str(pdf))
         for mode in ("ocr", "auto"):
-            command = [
-                sys.executable,
-                "-m",
-                "qwenocr",
-                "scan",
-                str(pdf),
+            command = _scan_command(
+                pdf,
+                model,
+                mmproj,
                 "--mode",
                 mode,
-                "--model",
-                str(model),
-                "--mmproj",
-                str(mmproj),
                 "--max-tokens",
-                str(MAX_TOKENS),
+                MAX_TOKENS,
                 "--max-image-tokens",
-                str(IMAGE_TOKENS),
-                "--no-resume",
-                "--quiet",
+                IMAGE_TOKENS,
                 "-o",
-                str(tmp / f"{mode}.md"),
-            ]
+                tmp / f"{mode}.md",
+            )
             results[mode] = round(_timed(command)[0], 2)
     print(
         json.dumps(
@@ -382,29 +376,21 @@ def isolation(args) -> None:
                 "ratio_min": round(min(times["isolated"]) / min(times["in_process"]), 3),
                 "tokens": tokens,
             }
-        command = [
-            sys.executable,
-            "-m",
-            "qwenocr",
-            "scan",
-            str(pdf),
-            "--model",
-            str(model),
-            "--mmproj",
-            str(mmproj),
+        command = _scan_command(
+            pdf,
+            model,
+            mmproj,
             "--max-tokens",
-            str(MAX_TOKENS),
+            MAX_TOKENS,
             "--max-image-tokens",
-            str(IMAGE_TOKENS),
-            "--no-resume",
-            "--quiet",
+            IMAGE_TOKENS,
             "--temperature",
             TEMPERATURE,
             "-f",
             "json",
             "-o",
-            str(tmp / "out.json"),
-        ]
+            tmp / "out.json",
+        )
         wall: dict = {"0": [], "1": []}
         for _ in range(args.repeats):
             for flag in ("0", "1"):

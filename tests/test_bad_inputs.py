@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import broken_inputs
-from tests.support.clirun import QWENOCR, run_cli
+from tests.support.clirun import QWENOCR, run_cli, run_cli_with_peak
 
 FAST = ["--max-tokens", "16", "--max-image-tokens", "64", "--no-resume"]
 
@@ -292,24 +292,6 @@ def test_output_write_failing_late_is_an_output_error(corpus, gguf):
     assert_one_error(proc, 4, "/sys/qwenocr-test.md", "cannot write")
 
 
-# The CLI with its own peak resident size (VmHWM, KiB) written at exit. Not the child's
-# ru_maxrss from wait4: Linux carries ru_maxrss across execve, so a child of a large
-# pytest process would report pytest's size.
-_PEAK = r"""
-import atexit, runpy, sys
-
-def peak_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return line.split()[1]
-
-out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write(peak_kib()))
-sys.argv = ["qwenocr", *sys.argv[2:]]
-runpy.run_module("qwenocr", run_name="__main__")
-"""
-
-
 @pytest.mark.engine
 @pytest.mark.parametrize("name", ["absurd.pdf", "absurd_strip.pdf"])
 def test_absurd_page_size_renders_within_the_budget(corpus, gguf, tmp_path, name):
@@ -317,21 +299,16 @@ def test_absurd_page_size_renders_within_the_budget(corpus, gguf, tmp_path, name
     in this process (--render-timeout 0) so that its peak memory is measured."""
     if not sys.platform.startswith("linux"):
         pytest.skip("reads VmHWM from /proc")
-    out, err, peak_file = tmp_path / "out.json", tmp_path / "err.txt", tmp_path / "peak.txt"
+    out = tmp_path / "out.json"
     args = ["scan", str(corpus[name]), "-f", "json", "-o", str(out), "--render-timeout", "0", *FAST, *gguf]
-    with open(err, "wb") as stderr:
-        try:
-            code = subprocess.run(
-                [sys.executable, "-c", _PEAK, str(peak_file), *args],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                timeout=120,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            pytest.fail("qwenocr scan did not finish in time")
-    peak = int(peak_file.read_text()) * 1024
-    assert code == 0, err.read_text()
-    assert "Traceback" not in err.read_text()
+    try:
+        proc, peak_kib = run_cli_with_peak(*args, peak_file=tmp_path / "peak.txt")
+    except subprocess.TimeoutExpired:
+        pytest.fail("qwenocr scan did not finish in time")
+    peak = peak_kib * 1024
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
     page = json.loads(out.read_text())["pages"][0]
     assert page["status"] != "error", page
     assert page["image_tokens"] <= 64

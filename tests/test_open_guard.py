@@ -7,59 +7,36 @@ before any page was read, and a page whose text layer takes PDFium two minutes h
 run for two minutes. Now a PDF is opened, read and rendered in the guarded child process
 (qwenocr/pages/renderguard.py), with `--render-timeout` as the deadline and its address
 space capped. These tests run the real CLI in a subprocess and measure the peak memory of
-that process alone (not of its children): `_PEAK` runs qwenocr and writes its own
-peak resident size (VmHWM) at exit.
+that process alone (not of its children), with `clirun.run_cli_with_peak`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import broken_inputs
+from tests.support import broken_inputs, clirun
 from tests.support import textlayer_pdfs as pdfs
 
 # The main process reads nothing of a PDF itself: well under this. Inflating the bombs
 # below in it took 1.5-4 GB.
 PARENT_LIMIT_KB = 1024 * 1024
 
-# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a child of
-# a large pytest process would report pytest's size; VmHWM belongs to the new program.
-_PEAK = r"""
-import atexit, runpy, sys
-
-def peak_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return line.split()[1]
-
-out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write(peak_kib()))
-sys.argv = ["qwenocr", *sys.argv[2:]]
-runpy.run_module("qwenocr", run_name="__main__")
-"""
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB and RLIMIT_AS: Linux")
 
 
 def run_measured(tmp_path: Path, *args, timeout: float = 120) -> tuple[subprocess.CompletedProcess, int]:
     """`qwenocr ARGS` in a subprocess; its exit, and the peak RSS (KiB) of that process alone."""
-    peak = tmp_path / "peak.txt"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PEAK, str(peak), *map(str, args)],
-            capture_output=True,
-            timeout=timeout,
-            env={**os.environ, "QWENOCR_CACHE_DIR": str(tmp_path / "cache")},
+        return clirun.run_cli_with_peak(
+            *args, peak_file=tmp_path / "peak.txt", env={"QWENOCR_CACHE_DIR": str(tmp_path / "cache")}, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"qwenocr {' '.join(map(str, args))} did not finish in {timeout} s")
-    return proc, int(peak.read_text())
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list:

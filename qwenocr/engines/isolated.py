@@ -46,6 +46,7 @@ from typing import IO, Any, Deque, Dict, List, Optional
 from PIL import Image
 
 from qwenocr import errors
+from qwenocr.childproc import end_child, exit_with_parent
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.errors import BackendError, EngineCrashedError, EngineCrashLoopError, QwenOCRError
 
@@ -264,23 +265,8 @@ class _Worker:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                proc.kill()
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
-            pass
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        if proc is not None:
+            end_child(proc)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -383,19 +369,11 @@ def _parse_faults(spec: str) -> Dict[int, str]:
 # -- the child's side ----------------------------------------------------------------
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent is gone (it was SIGKILLed: nobody waits for our pages)."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def _child(parent: int) -> int:
     for name in ("SIGINT", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    exit_with_parent(parent)
     # Messages go out on a private copy of stdout; descriptor 1 itself points at stderr,
     # so that nothing the native library prints can corrupt them.
     out = os.fdopen(os.dup(1), "wb")

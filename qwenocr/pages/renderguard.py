@@ -55,6 +55,7 @@ from typing import Any, List, Optional, Union
 
 from PIL import Image
 
+from qwenocr.childproc import close_pipes, end_child, exit_with_parent
 from qwenocr.errors import EncryptedError, InputError, QwenOCRError
 from qwenocr.pages.base import Document
 from qwenocr.pages.pdf import PdfDocument
@@ -251,7 +252,7 @@ class RenderWorker:
         # files must not cost a new child (0.15 s) each.
         if proc.poll() is None and _give_back(proc):
             return
-        _end(proc)
+        end_child(proc)
 
     def close(self) -> None:
         """Stop the child. Safe from any thread, also while a request waits (it ends it)."""
@@ -340,16 +341,7 @@ class RenderWorker:
         self._opened = False
         if proc is None:
             return None
-        if proc.poll() is None:
-            try:
-                proc.kill()
-            except OSError:
-                pass
-        try:
-            status = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
-            status = None
-        _close_pipes(proc)
+        status = end_child(proc)
         return status
 
 
@@ -441,31 +433,9 @@ def _give_back(proc: subprocess.Popen) -> bool:
     return False
 
 
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            proc.kill()
-        except OSError:
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a kill that did not take
-        pass
-    _close_pipes(proc)
-
-
-def _close_pipes(proc: subprocess.Popen) -> None:
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except OSError:
-            pass
-
-
 def _discard(proc: subprocess.Popen) -> None:
     """End a child nobody needs: closing its stdin makes it exit on its own."""
-    _close_pipes(proc)
+    close_pipes(proc)
     try:
         proc.wait(timeout=2)
     except subprocess.TimeoutExpired:
@@ -494,14 +464,6 @@ class _ChildGone(Exception):
 
 
 # -- the child's side ----------------------------------------------------------------
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent is gone (it was SIGKILLed: nobody waits for our pages)."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
 
 
 def _limit_memory() -> None:
@@ -537,7 +499,7 @@ def _text_answer(document: PdfDocument, number: int) -> dict:
 
 def _child(parent: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    exit_with_parent(parent)
     if sys.platform.startswith("linux"):
         _limit_memory()
     # The answers go out on a private copy of stdout; descriptor 1 itself points at
