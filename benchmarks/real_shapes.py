@@ -41,8 +41,8 @@ these are public copies of them, found with the code search):
 
 Output: ``${QWENOCR_FIXTURES_DIR:-~/.cache/qwenocr-fixtures}/real-shapes/<name>-<hash>/``
 with ``manifest.json`` (written last: its presence means complete), where the hash
-covers this script and the package versions. After the 0.8B build its paths are also
-written to ``/tmp/work/real-shapes.json`` (``--paths-json``), for whoever times pages.
+covers this script and the package versions. The benchmarks find the newest complete
+build of each with ``built(name)``.
 
 Usage::
 
@@ -260,12 +260,19 @@ def absolute_paths(manifest_path: Path) -> Dict[str, Any]:
     return {"dir": str(base), **{k: str(base / data[k]) for k in keys if k in data}}
 
 
+def built(name: str) -> Optional[Dict[str, Any]]:
+    """The absolute paths of the newest complete build of `name` (a key of BUILDS, or a
+    tower's short name "0.8B", "4B", "9B"), or None when it has not been built."""
+    build = name if name in BUILDS else f"tower-{name}"
+    found = sorted(cache_root().glob(f"{build}-*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return absolute_paths(found[-1]) if found else None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BUILDS), help=f"comma-separated: {', '.join(BUILDS)}")
     parser.add_argument("--no-mlx", action="store_true", help="skip the MLX MXFP4 conversions")
     parser.add_argument("--force", action="store_true")
-    parser.add_argument("--paths-json", type=Path, default=Path("/tmp/work/real-shapes.json"))
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILDS]
@@ -290,11 +297,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         result[name] = absolute_paths(manifest)
-        if args.paths_json and args.paths_json.parent.is_dir():
-            # Written after every build, so the 0.8B paths are there as soon as they exist.
-            old = json.loads(args.paths_json.read_text()) if args.paths_json.is_file() else {}
-            old.update(result)
-            args.paths_json.write_text(json.dumps(old, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -82,6 +82,9 @@ def test_doctor_json_breakdown_has_both_terms_summing_into_the_total():
             + b["margin_gb"]
         )
         assert b["total_gb"] == pytest.approx(parts, abs=0.011)
+        # The prediction and the headroom above it, apart (docs/hardware-fit.md).
+        assert b["expected_peak_gb"] == pytest.approx(parts - b["margin_gb"], abs=0.011)
+    assert "= peak " in run_cli("doctor", "--platform", "cpu", "--memory", "24").stdout.decode()
 
 
 @pytest.mark.parametrize("point", sorted(vision_memory.MEASURED_MLX), ids=str)

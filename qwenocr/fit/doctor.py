@@ -520,7 +520,8 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
         sizes = "real sizes" if est.weights_from != "table" else "table figure"
         console.print(
             f"  [dim]= weights {est.weights_gb:g} ({sizes}) + {vision} + KV {est.kv_gb:g}"
-            f" + activations {est.activations_gb:g} + margin {est.margin_gb:g} GB[/dim]"
+            f" + activations {est.activations_gb:g} = peak {est.expected_peak_gb:g},"
+            f" + margin {est.margin_gb:g} GB[/dim]"
         )
         console.print(f"  Why: {escape(plan.reason)}")
         _render_source(console, chosen.source, escape)

@@ -2,8 +2,8 @@
 bandwidth and compute, for every candidate the planner weighs (plan.py).
 
     page seconds = vision encode     FLOPs of the vision tower over the page's patches /
-                                     compute; without flash attention (llama.cpp on a
-                                     CPU) the attention is a cost per score instead
+                                     compute; on a CPU (llama.cpp, flash attention or
+                                     not) the attention is a cost per score instead
                                      (heads x patches^2 per layer: it grows with the
                                      square of the patches)
                  + prefill           2 x active non-embedding params x (image + prompt
@@ -48,7 +48,6 @@ one.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -77,11 +76,6 @@ EXPERT_PARAMS_B: Dict[str, Tuple[float, float]] = {
     "122B-A10B": (48 * 256 * 3 * 3072 * 1024 / 1e9, 48 * 8 * 3 * 3072 * 1024 / 1e9),  # 116, 3.6 (assumed)
     "397B-A17B": (60 * 512 * 3 * 4096 * 1024 / 1e9, 60 * 10 * 3 * 4096 * 1024 / 1e9),  # 387, 7.5
 }
-
-# Gated DeltaNet value heads (128 x 128 state each) where a public config gives them:
-# Qwen3.5-0.8B's config (16), the 35B-A3B Megatron config above (32). Elsewhere the
-# catalog's upper bound (64 heads a layer) stands.
-DELTANET_VALUE_HEADS: Dict[str, int] = {"0.8B": 16, "35B-A3B": 32}
 
 # Published dense FP16 tensor throughput, TFLOPS (vendor spec sheets), by substring of
 # the GPU's name, longest first. Where a name covers several parts, the lower figure.
@@ -140,35 +134,48 @@ UNKNOWN_GPU_FLOPS_PER_BYTE = 100
 COMPUTE_EFFICIENCY = 0.35  # llama.cpp's prefill and vision on a GPU, of the published peak
 
 # --- CPU: what the numpy figures become in llama.cpp (measured here, see the module doc) ---
-# On this 2-core machine (llama-cpp-python 0.3.36, 2 threads, F16 weights) the split that
-# llama.cpp's own log gives (vision encode, image prefill, decode) for the 0.8B
-# real-dimension checkpoint and the tiny ones at 256 to 1,536 visual tokens:
-# - the language model's prefill ran at about numpy's float32 matmul rate, and so did the
-#   vision tower's projections and MLPs;
+# On this 2-core machine (two SMT threads of one AMD EPYC core; llama-cpp-python 0.3.36 on
+# one thread, its default, F16 weights, flash attention on as qwenocr runs it; numpy's
+# matmul ran at 231-255 GFLOPS on both threads) llama.cpp's own log split a page into
+# vision encode, prefill and decode for the 0.8B real-dimension checkpoint (247 to 988
+# visual tokens), the 0.8B and 9B real-dimension towers behind a tiny language model (247
+# to 1,482) and the tiny checkpoints (docs/performance.md, "Page time"):
+# - the vision tower's projections and MLPs ran at about 0.72 of numpy's matmul rate;
+CPU_VISION_EFFICIENCY = 0.72
+# - its attention cost about as much per score (heads x patches^2 per layer) as 780 FLOPs
+#   of that matmul, with flash attention as without it (llama.cpp's CPU flash-attention
+#   kernel saves memory, not time): a term that grows with the square of the patches and
+#   is most of a large page's vision time (7.5 of 12 s at 988 tokens for the 0.8B tower);
+CPU_ATTENTION_FLOPS_PER_SCORE = 780
+# - the language model's prefill ran at numpy's matmul rate (0.95x of the FLOPs estimate,
+#   kept at 1.0), with no fixed cost per call or per token worth modelling (an earlier fit
+#   on a loaded machine had 0.1 ms per token and layer and ~3.5 s per prefill call: both
+#   gone on the idle machine);
 CPU_PREFILL_EFFICIENCY = 1.0
-CPU_VISION_EFFICIENCY = 1.0
-# - the vision attention, without flash attention on the CPU, cost about as much per score
-#   (heads x patches^2 per layer: the QK^T dot, the softmax, the product with V, the
-#   copies) as 800 FLOPs of that matmul: 7-14 ns a score at ~85 GFLOPS;
-CPU_ATTENTION_FLOPS_PER_SCORE = 800
-# - each prefill token also cost about 0.1 ms per layer beyond its FLOPs (the DeltaNet
-#   layers' recurrent steps and the small ops around them);
-CPU_PREFILL_TOKEN_LAYER_S = 0.0001
-# - each call that prefills 64 tokens or more (each 512-token batch of the image, and the
-#   instruction after it) cost a fixed time on top, growing with the Gated DeltaNet layers'
-#   recurrent state (the chunked recurrence: 3.5 s a call for the 0.8B, whose state is
-#   18.9 MB, on one llama.cpp thread; 15 tokens took 0.8 s, 64 tokens 4.6 s, 256 7.1 s):
-#   about this many matmul FLOPs per byte of state, per call;
-CPU_DELTANET_FLOPS_PER_STATE_BYTE = 21_000
-PREFILL_BATCH_TOKENS = 512  # llama.cpp's micro-batch: the image goes in calls of this many
 # - decode read the weights at about 0.8 of numpy's copy rate;
 CPU_DECODE_OF_COPY = 0.8
-# - and each output token cost about 1 ms outside the weights (the 248,320 logits to the
-#   sampler).
-TOKEN_OVERHEAD_S = 0.001
-# Fixed work per page: image decode and resize, the chat template, tokenizing.
-PAGE_OVERHEAD_S = 0.05
+# - each output token cost about 0.3 ms outside the weights (sampling, the logits);
+TOKEN_OVERHEAD_S = 0.0003
+# - and each page about 30 ms beyond the three parts (image decode and resize, the chat
+#   template, tokenizing, the checkpoint).
+PAGE_OVERHEAD_S = 0.03
 COPY_BYTES = 128 * 1024 * 1024  # the bandwidth measurement's buffer: 128 MiB
+
+# The vision encodes the CPU constants above were fitted to: llama.cpp's "image slice
+# encoded in" for one page, (tower: depth, width, intermediate, heads; visual tokens) ->
+# seconds, at numpy's MEASURED_CPU_GFLOPS beside them (2026-11-27, idle, 2-core AMD EPYC,
+# one llama.cpp thread, flash attention on). The tests check the formula against them.
+MEASURED_CPU_GFLOPS = 235.0
+MEASURED_CPU_VISION_S: Dict[Tuple[Tuple[int, int, int, int], int], float] = {
+    ((12, 768, 3072, 12), 247): 1.55,
+    ((12, 768, 3072, 12), 494): 3.7,  # 3.4 and 4.0 in two runs
+    ((12, 768, 3072, 12), 736): 7.3,
+    ((12, 768, 3072, 12), 988): 11.9,
+    ((12, 768, 3072, 12), 1482): 23.2,
+    ((27, 1152, 4304, 16), 247): 6.5,
+    ((27, 1152, 4304, 16), 494): 14.1,
+    ((27, 1152, 4304, 16), 988): 45.0,
+}
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,6 @@ class ModelShape:
     vision_intermediate: int
     vision_heads: int
     hidden_size: int
-    layers: int = 0  # the language model's
-    deltanet_state_bytes: float = 0.0  # the Gated DeltaNet layers' recurrent state, one sequence
     moe_efficiency: float = 1.0
     experts_b: Tuple[float, float] = (0.0, 0.0)  # routed experts: all, active per token
 
@@ -251,12 +256,6 @@ def shape_of(variant: "Variant | str") -> ModelShape:
         vision_intermediate=v.vision.intermediate,
         vision_heads=v.vision.heads,
         hidden_size=v.hidden_size,
-        layers=v.layers,
-        deltanet_state_bytes=float(
-            v.linear_attention_layers * DELTANET_VALUE_HEADS[v.name] * 128 * 128 * 4
-            if v.name in DELTANET_VALUE_HEADS
-            else v.recurrent_state_bytes
-        ),
         moe_efficiency=MOE_EFFICIENCY.get(v.name, 1.0) if v.moe else 1.0,
         experts_b=EXPERT_PARAMS_B.get(v.name, (0.0, 0.0)) if v.moe else (0.0, 0.0),
     )
@@ -271,7 +270,6 @@ def shape_of_checkpoint(config: dict, text_params: float) -> ModelShape:
     experts, per_token = int(text.get("num_experts") or 0), int(text.get("num_experts_per_tok") or 0)
     expert_params = 3 * hidden * int(text.get("moe_intermediate_size") or 0) * int(text["num_hidden_layers"])
     total_b = text_params / 1e9
-    layers = int(text["num_hidden_layers"])
     return ModelShape(
         name=str(config.get("_name_or_path") or config.get("model_type") or "checkpoint"),
         total_params_b=total_b,
@@ -282,14 +280,6 @@ def shape_of_checkpoint(config: dict, text_params: float) -> ModelShape:
         vision_intermediate=int(vision["intermediate_size"]),
         vision_heads=int(vision["num_heads"]),
         hidden_size=int(vision.get("out_hidden_size") or hidden),
-        layers=layers,
-        deltanet_state_bytes=float(
-            (layers - layers // int(text.get("full_attention_interval", 4)))
-            * int(text.get("linear_num_value_heads") or 0)
-            * int(text.get("linear_key_head_dim") or 0)
-            * int(text.get("linear_value_head_dim") or 0)
-            * 4
-        ),
         experts_b=(experts * expert_params / 1e9, per_token * expert_params / 1e9),
     )
 
@@ -371,18 +361,19 @@ def page_time(
         return None
     cpu = engine.device == "cpu"
     flops_per_s = engine.gflops * 1e9
-    if engine.flash_attention:  # fused attention: its FLOPs, at the same rate as the rest
-        vision = vision_flops(shape, image_tokens) / flops_per_s
-    else:  # the scores materialised (llama.cpp on a CPU): a cost per score
+    if cpu:  # llama.cpp on a CPU: each attention score has a cost, flash attention or not
         vision = (
-            vision_dense_flops(shape, image_tokens) / (flops_per_s * (CPU_VISION_EFFICIENCY if cpu else 1.0))
+            vision_dense_flops(shape, image_tokens) / (flops_per_s * CPU_VISION_EFFICIENCY)
+            + vision_scores(shape, image_tokens) * CPU_ATTENTION_FLOPS_PER_SCORE / flops_per_s
+        )
+    elif engine.flash_attention:  # fused attention on a GPU: its FLOPs, at the same rate as the rest
+        vision = vision_flops(shape, image_tokens) / flops_per_s
+    else:  # the scores materialised on a GPU: a cost per score, as on a CPU
+        vision = (
+            vision_dense_flops(shape, image_tokens) / flops_per_s
             + vision_scores(shape, image_tokens) * CPU_ATTENTION_FLOPS_PER_SCORE / flops_per_s
         )
     prefill = prefill_flops(shape, image_tokens) / (flops_per_s * (CPU_PREFILL_EFFICIENCY if cpu else 1.0))
-    if cpu:
-        prefill += (image_tokens + PROMPT_TOKENS) * shape.layers * CPU_PREFILL_TOKEN_LAYER_S
-        calls = math.ceil(image_tokens / PREFILL_BATCH_TOKENS) + 1
-        prefill += calls * shape.deltanet_state_bytes * CPU_DELTANET_FLOPS_PER_STATE_BYTE / flops_per_s
     if experts_on_cpu and shape.experts_b[1] and engine.host_gflops:
         # The active experts' share of the prefill runs where they are: on the CPU.
         share = shape.experts_b[1] / max(shape.active_params_b - shape.embedding_params_b, 1e-9)
