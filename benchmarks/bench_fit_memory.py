@@ -33,7 +33,7 @@ Usage::
     python benchmarks/real_shapes.py            # once: builds the checkpoints
     python benchmarks/bench_fit_memory.py [--towers 0.8B,4B,9B,qwen3.5-0.8B]
         [--engines llama.cpp,mlx] [--budgets 512,1024,1536,2048,4096] [--flash-attn]
-        [--max-rss-gb 10] [--timeout 900] [--out results.json]
+        [--mlx-depth 1] [--max-rss-gb 10] [--timeout 900] [--out results.json]
 
 Prints one JSON document on stdout (and writes it to --out): the machine, the
 settings and one record per point; progress goes to stderr.
@@ -132,7 +132,16 @@ def child(args: argparse.Namespace) -> int:
         from qwenocr.engines.mlx import MLXBackend
 
         backend = MLXBackend(Path(paths["mlx"]))
+        if args.mlx_depth:
+            # The vision blocks run one after another and each frees the one before's
+            # activations: the page's peak is one block's, at any depth (checked against
+            # full-depth points, docs/memory-measurements.md). Fewer blocks make a page on
+            # mlx's slow CPU matmul affordable.
+            tower = backend.model.vision_tower
+            tower.blocks = tower.blocks[: args.mlx_depth]
         mx.eval(backend.model.parameters())  # mlx loads lazily: count the weights as the load
+        __import__("gc").collect()
+        mx.clear_cache()
         mx.reset_peak_memory()
     load_s = time.monotonic() - t0
     before = _status()
@@ -183,11 +192,11 @@ def load_paths(name: str) -> Dict[str, str]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import real_shapes
 
-    build = name if name in real_shapes.BUILDS else f"tower-{name}"
-    found = sorted(real_shapes.cache_root().glob(f"{build}-*/manifest.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    paths = real_shapes.built(name)
+    if paths is None:
+        build = name if name in real_shapes.BUILDS else f"tower-{name}"
         raise SystemExit(f"error: no {build} checkpoint; run python benchmarks/real_shapes.py --only {build}")
-    return real_shapes.absolute_paths(found[-1])
+    return paths
 
 
 def tower_of(name: str) -> Dict[str, Any]:
@@ -316,8 +325,8 @@ def report(files: List[Path]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     whole = [
-        "| engine | flash attn | visual tokens | peak RSS GB (measured) | estimate without margin GB | error "
-        "| estimate with 1 GiB margin GB |",
+        "| engine | flash attn | visual tokens | peak RSS GB (measured) | expected peak GB (estimated) | error "
+        "| total with the 1 GiB margin GB |",
         "|---|---|---|---|---|---|---|",
     ]
     cache: Dict[str, Dict[str, str]] = {}
@@ -341,6 +350,8 @@ def report(files: List[Path]) -> str:
                 label = "whole 0.8B (vision + text terms)"
             else:
                 label = f"tower {name}"
+                if rec.get("blocks_run"):
+                    label += f" ({rec['blocks_run']} of {rec['vision']['depth']} blocks)"
             page_est = est.get("page_gb", est["vision_gb"])
             err = page_est / rec["page_gb"] - 1
             rows.append(
@@ -351,31 +362,32 @@ def report(files: List[Path]) -> str:
 
 
 def fit(files: List[Path]) -> Dict[str, Any]:
-    """Least squares, on relative error, of the vision formula's coefficients per mode:
-    page = s x heads x patches^2 x 4 B + m x patches x (4 width + 2 intermediate) x 4 B
-    + f x (4 width^2 + 2 width x intermediate) x 4 B, over the towers' points (the whole
-    0.8B is left out: its page holds the text part too). Flash attention has s = 0."""
+    """Least squares, on relative error, of the vision formula's coefficients per engine
+    and mode: page = s x heads x patches^2 x 4 B + m x patches x (4 width + 2 intermediate)
+    x 4 B + f x (4 width^2 + 2 width x intermediate) x 4 B, over the towers' points (the
+    whole 0.8B is left out: its page holds the text part too). Flash attention has s = 0."""
     import numpy as np
 
-    points: Dict[bool, List[Any]] = {False: [], True: []}
+    points: Dict[str, List[Any]] = {}
     for f in files:
         for rec in json.loads(f.read_text())["results"]:
-            if "page_gb" not in rec or rec["checkpoint"] == "qwen3.5-0.8B" or rec["engine"] != "llama.cpp":
+            if "page_gb" not in rec or rec["checkpoint"] == "qwen3.5-0.8B":
                 continue
             v = rec["vision"]
             w, i, h, p = v["hidden_size"], v["intermediate_size"], v["num_heads"], 4 * rec["tokens"]
             feats = [h * p * p * 4, p * (4 * w + 2 * i) * 4, (4 * w * w + 2 * w * i) * 4]
-            points[rec["flash_attn"]].append((feats, rec["page_gb"] * GB))
+            mode = rec["engine"] if rec["engine"] == "mlx" else ("flash_attn" if rec["flash_attn"] else "no_flash_attn")
+            points.setdefault(mode, []).append((feats, rec["page_gb"] * GB))
     out: Dict[str, Any] = {}
-    for fa, pts in points.items():
-        if not pts:
-            continue
-        cols = [1, 2] if fa else [0, 1, 2]
+    for mode, pts in points.items():
+        # Flash attention never makes the scores; mlx keeps the weights as loaded (no
+        # fp32 copy of a block: that term came out negative when fitted).
+        cols = {"flash_attn": [1, 2], "mlx": [0, 1]}.get(mode, [0, 1, 2])
         a = np.array([[x[0][c] / x[1] for c in cols] for x in pts])
         coef, *_ = np.linalg.lstsq(a, np.ones(len(pts)), rcond=None)
         worst = max(abs(float(np.dot(row, coef)) - 1) for row in a)
         names = ["scores", "per_patch", "layer_weights"]
-        out["flash_attn" if fa else "no_flash_attn"] = {
+        out[mode] = {
             **{names[c]: round(float(k), 3) for c, k in zip(cols, coef, strict=True)},
             "points": len(pts),
             "worst_relative_error": round(worst, 3),
@@ -391,6 +403,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--flash-attn", action="store_true", help="also run llama.cpp with flash attention")
     p.add_argument("--flash-attn-only", action="store_true", help="run llama.cpp with flash attention only")
     p.add_argument("--max-tokens", type=int, default=2)
+    p.add_argument("--mlx-depth", type=int, default=0, help="MLX: run only this many vision blocks (0: all)")
     p.add_argument("--max-rss-gb", type=float, default=10.0)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per point")
     p.add_argument("--out", type=Path)
@@ -427,6 +440,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for tokens in budgets:
                     rec: Dict[str, Any] = {"checkpoint": name, "engine": engine, "flash_attn": fa, "tokens": tokens}
                     rec["vision"] = {k: vision[k] for k in ("depth", "hidden_size", "intermediate_size", "num_heads")}
+                    if engine == "mlx" and args.mlx_depth:
+                        rec["blocks_run"] = min(args.mlx_depth, vision["depth"])
                     if engine == "mlx" and "mlx" not in paths:
                         rec["error"] = "no MLX build"
                     elif engine == "llama.cpp" and not fa and scores_gb(vision, tokens) > args.max_rss_gb / 2:
@@ -439,6 +454,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         cmd += ["--paths", json.dumps(paths), "--max-tokens", str(args.max_tokens)]
                         if fa:
                             cmd.append("--fa")
+                        if engine == "mlx" and args.mlx_depth:
+                            cmd += ["--mlx-depth", str(args.mlx_depth)]
                         print(f"[bench] {name} {engine}{' +fa' if fa else ''} {tokens} tokens ...", file=sys.stderr)
                         t0 = time.monotonic()
                         rec.update(run_point(cmd, args.max_rss_gb, args.timeout))

@@ -88,10 +88,10 @@ def test_doctor_json_breakdown_has_both_terms_summing_into_the_total():
 
 
 @pytest.mark.parametrize("point", sorted(vision_memory.MEASURED_MLX), ids=str)
-def test_mlx_keeps_a_cautious_formula_at_or_above_its_points(point):
-    """Two CPU points are too few to refit MLX (vision_memory.FITS); its formula must
-    not promise less than they measured, and not wildly more."""
+def test_mlx_formula_reproduces_its_points_on_the_safe_side(point):
+    """MLX's vision term against the measured pages (docs/memory-measurements.md): within
+    15 %, and never more than 3 % below (a plan must not promise less than was measured)."""
     (_depth, width, intermediate, heads), tokens = point
     estimated_gb = vision_memory.vision_activation_bytes(width, intermediate, heads, tokens, "mlx") / 1e9
     measured_gb = vision_memory.MEASURED_MLX[point]
-    assert measured_gb * 0.95 <= estimated_gb <= measured_gb * 1.25
+    assert measured_gb * 0.97 <= estimated_gb <= measured_gb * 1.15
