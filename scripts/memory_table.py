@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from qwenocr.fit.catalog import BITS, DELTANET_STATE_BYTES_PER_LAYER, KIB, VARIANTS
+from qwenocr.fit.catalog import BITS, DELTANET_MAX_VALUE_HEADS, KIB, VARIANTS, deltanet_state_bytes_per_layer
 from qwenocr.fit.sources import FAMILY_VARIANTS, candidates, convert_command
 
 
@@ -61,7 +61,9 @@ def markdown() -> str:
         "",
         "KV per token = full-attention layers × 2 (K and V) × KV heads × 256 (head size) ×",
         "2 bytes. The Gated DeltaNet layers keep a fixed recurrent state instead (at most",
-        f"{DELTANET_STATE_BYTES_PER_LAYER // (1024 * 1024)} MiB per layer per sequence), which the estimate adds too.",
+        f"{deltanet_state_bytes_per_layer(DELTANET_MAX_VALUE_HEADS) / (1024 * 1024):.1f} MiB per layer per sequence,"
+        " less where a public config gives the heads),",
+        "which the estimate adds too, once per page at once.",
         "The vision projector's size follows from the vision tower's shape (F16):",
         "depth × (4·width² + 2·width·intermediate) + patch embedding + position embedding +",
         "the 2×2 merger.",

@@ -130,11 +130,11 @@ def test_what_if_cuda_report_names_the_install_command():
 
 
 def test_nothing_fits_exits_5():
-    done, data = run_json("--platform", "cpu", "--memory", "4")
+    done, data = run_json("--platform", "cpu", "--memory", "3")
     assert done.returncode == ExitCode.NOTHING_FITS
     assert data["choice"] is None and data["fits"] is False
     assert all(not c["fits"] for c in data["candidates"])
-    assert run("doctor", "--platform", "cpu", "--memory", "4").returncode == ExitCode.NOTHING_FITS
+    assert run("doctor", "--platform", "cpu", "--memory", "3").returncode == ExitCode.NOTHING_FITS
 
 
 def test_overrides():

@@ -19,12 +19,20 @@ from qwenocr.engines import llamacpp_patches
 from qwenocr.engines.base import Backend
 from qwenocr.engines.isolated import IsolatedEngine
 from qwenocr.engines.llamacpp import LlamaCppBackend
+from qwenocr.engines.llamacpp_batch import LlamaCppBatchBackend
 from qwenocr.engines.mlx import MLXBackend
 from qwenocr.engines.openai import OpenAIBackend
 from tests.support.fake_engine import FakeBackend
 
 # Typed so that mypy checks each class against the protocol, too.
-ENGINES: List[Type[Backend]] = [MLXBackend, LlamaCppBackend, IsolatedEngine, OpenAIBackend, FakeBackend]
+ENGINES: List[Type[Backend]] = [
+    MLXBackend,
+    LlamaCppBackend,
+    LlamaCppBatchBackend,
+    IsolatedEngine,
+    OpenAIBackend,
+    FakeBackend,
+]
 
 ATTRIBUTES = sorted(Backend.__annotations__)
 METHODS = sorted(name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_"))
@@ -62,7 +70,13 @@ def test_every_engine_takes_what_callers_pass(engine):
 
 @pytest.mark.parametrize(
     "engine, limit",
-    [(MLXBackend, 16384), (LlamaCppBackend, 4096), (OpenAIBackend, None), (FakeBackend, None)],
+    [
+        (MLXBackend, 16384),
+        (LlamaCppBackend, 4096),
+        (LlamaCppBatchBackend, 4096),
+        (OpenAIBackend, None),
+        (FakeBackend, None),
+    ],
     ids=lambda value: getattr(value, "__name__", str(value)),
 )
 def test_max_image_tokens_is_the_engines_own_limit_or_none(engine, limit):

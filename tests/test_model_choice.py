@@ -3,6 +3,8 @@ download or load, and `--model` paths, without engines or the network."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -78,3 +80,33 @@ def test_a_missing_path_is_not_taken_for_a_repo_id(tmp_path, model):
     assert proc.returncode == 2, stderr
     assert "no such file or directory, and not a Hugging Face repo id" in stderr
     assert "internal error" not in stderr
+
+
+def test_each_page_of_a_batch_has_its_own_context_in_the_memory_check(tiny_models, monkeypatch):
+    """`--batch N` gives llama.cpp N sequences, each with the whole context: the check
+    for --model PATH counts N KV caches and recurrent states, the plan's estimate too."""
+    import psutil
+
+    from qwenocr.fit import plan as planmod
+
+    model = resolve_local(str(tiny_models.dense_gguf))
+    assert model is not None
+    model = replace(model, mmproj=Path(tiny_models.dense_mmproj))
+    one = ScanRequest(inputs=["doc.pdf"], n_ctx=262_144)
+    shape = model_choice._gguf_context_shape(model.path)
+    assert shape is not None
+    files = model.path.stat().st_size + model.mmproj.stat().st_size
+    context = shape.bytes_for(262_144)
+    # Room for one page's context and the margin, not for eight.
+    room = files + context + GIB + context // 2
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
+    model_choice._check_local_model_fits(model, one)
+    with pytest.raises(InsufficientMemoryError):
+        model_choice._check_local_model_fits(model, replace(one, batch=8))
+    # The plan's estimate: a KV cache and state per page; MLX reads one page at a time.
+    single = planmod.estimate("9B", 4, backend="llama.cpp")
+    four = planmod.estimate("9B", 4, backend="llama.cpp", batch=4)
+    assert four.kv_gb == pytest.approx(4 * single.kv_gb, abs=0.03)
+    # Prefill is one page at a time: one page's activations, plus a logits row per page.
+    assert four.activations_gb == pytest.approx(single.activations_gb, abs=0.011)
+    assert planmod.estimate("9B", 4, backend="mlx", batch=4).kv_gb == planmod.estimate("9B", 4, backend="mlx").kv_gb

@@ -291,7 +291,7 @@ def test_speed_is_computed_where_bandwidth_is_known():
 
 
 def test_nothing_fits():
-    p = make_plan(cpu(4))
+    p = make_plan(cpu(3))
     assert p.choice is None and not p.fits
     assert p.variant is None and p.source is None and p.estimate_gb is None
     assert "nothing fits" in p.reason

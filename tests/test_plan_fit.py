@@ -49,6 +49,8 @@ def test_cpu_64_gb_runs_35b_a3b_at_4_bit_because_8_bit_is_much_slower():
     q8 = candidate(p, "35B-A3B", 8)
     assert q8.fits  # it fits: speed, not memory, keeps the plan at 4-bit
     assert q8.seconds_per_page > planmod.UPGRADE_SLOWDOWN * p.seconds_per_page
+    # The reason says so (it once blamed macOS's wired limit on a Linux box).
+    assert "Q8_0 would make a page ~1.5x slower" in p.reason and "macOS" not in p.reason
     # The MoE efficiency: well below the bandwidth formula, as measured in public.
     assert p.tokens_per_s < 0.6 * 25 / (22 * 3 / 35) * 0.6
 
@@ -323,3 +325,23 @@ def test_scan_loads_a_hybrid_plan_with_the_experts_in_ram(monkeypatch, tmp_path)
     plain = make_plan(cuda(24, chip="RTX 4090"))
     scan_engine.load_engine(model, ScanRequest(inputs=["x.pdf"]), plain, Reporter(quiet=True, verbose=False))
     assert seen["experts_on_cpu"] is False
+
+
+def test_the_plan_proposes_pages_at_once_from_the_memory_left():
+    """llama.cpp plans carry `batch`: as many pages at once as the KV caches fit beside the
+    one-page estimate, capped per device; --batch (make_plan(batch=N)) is taken as asked,
+    its memory counted; MLX reads one page at a time."""
+    roomy = make_plan(hardware_profile("cpu", memory_gb=64))
+    assert roomy.batch == planmod.PLANNED_BATCH_MAX["cpu"]
+    assert roomy.to_dict()["choice"]["batch"] == roomy.batch
+    gpu = make_plan(cuda(80, chip="A100-SXM4-80GB"))
+    assert gpu.batch == planmod.PLANNED_BATCH_MAX["gpu"]
+    assert make_plan(hardware_profile("apple", memory_gb=64, chip="M2 Max")).batch == 1  # MLX
+    # Room for the model and one page's context only: one page at a time.
+    tight = make_plan(hardware_profile("cpu", memory_gb=52), variant="35B-A3B", quant="Q8_0", n_ctx=262_144)
+    extra = tight.estimate.kv_gb
+    assert tight.fits and tight.budget_gb - tight.estimate_gb < extra
+    assert tight.batch == 1
+    asked = make_plan(hardware_profile("cpu", memory_gb=64), batch=8)
+    assert asked.batch == 8
+    assert asked.estimate.kv_gb == pytest.approx(8 * roomy.estimate.kv_gb, abs=0.05)

@@ -39,6 +39,9 @@ MAX_IMAGE_TOKENS = 16_384
 # A timeout longer than a week is no timeout, and Python's waits reject huge ones
 # (OverflowError past threading.TIMEOUT_MAX).
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+# Pages decoding at once in a local engine: each holds its own KV cache and recurrent
+# state, and past a few dozen the weights are no longer what decode waits on.
+MAX_BATCH = 64
 # Seeds are unsigned 32-bit in llama.cpp (and what OpenAI-compatible servers accept).
 MAX_SEED = 2**32 - 1
 

@@ -9,6 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from qwenocr.cli.options import (
+    MAX_BATCH,
     MAX_CONTEXT_TOKENS,
     MAX_IMAGE_TOKENS,
     MAX_SEED,
@@ -124,6 +125,16 @@ def scan_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Pages in flight with --backend openai.")
     ] = 4,
+    batch: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch",
+            min=1,
+            max=MAX_BATCH,
+            help="Pages decoding at once in the local llama.cpp engine (one context, a sequence per page);"
+            " 1 reads one page at a time. Default: the plan's (what memory allows), 1 with --model PATH.",
+        ),
+    ] = None,
     variant: Annotated[
         Optional[str],
         typer.Option("--variant", help="Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)"),
@@ -281,6 +292,7 @@ def scan_command(
         base_urls=list(base_url or []),
         api_model=api_model,
         concurrency=concurrency,
+        batch=batch,
         n_ctx=n_ctx,
         prefer=prefer.value if prefer else None,
         verbose=level >= VERBOSE,

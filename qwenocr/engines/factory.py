@@ -31,6 +31,7 @@ def load_local_engine(
     verbose: bool = False,
     isolate: Optional[bool] = None,
     experts_on_cpu: bool = False,
+    batch: int = 1,
 ) -> Backend:
     """Load a model on this machine.
 
@@ -39,6 +40,9 @@ def load_local_engine(
     `n_ctx` (tokens of context), `n_gpu_layers` (-1: all) and `tensor_split` (fractions
     per GPU) are llama.cpp's, and so is `experts_on_cpu` (an MoE model's experts stay in
     RAM, the plan's "gpu+cpu-experts"); MLX sizes its cache by itself and uses the one GPU.
+    `batch` > 1 decodes that many pages at once (llama.cpp only: `engines.llamacpp_batch`,
+    one context of `batch` sequences of `n_ctx` tokens each); the engine's `concurrency`
+    says how many pages the caller may have in flight.
 
     With `isolate` (the default; `QWENOCR_ISOLATE_ENGINE=0` turns it off, for debugging
     the engine in one process) the engine runs in a worker process, where a native crash
@@ -60,6 +64,7 @@ def load_local_engine(
             tensor_split=tensor_split,
             verbose=verbose,
             experts_on_cpu=experts_on_cpu,
+            batch=batch,
         )
     from qwenocr.engines.isolated import IsolatedEngine
 
@@ -72,6 +77,7 @@ def load_local_engine(
             "n_gpu_layers": n_gpu_layers,
             "tensor_split": tensor_split,
             "experts_on_cpu": experts_on_cpu,
+            "batch": batch,
         },
         verbose=verbose,
     )

@@ -17,11 +17,19 @@ The child also makes a hung engine recoverable: when a page has a deadline
 killed and the page ends as a timeout.
 
 Protocol, parent to child: one JSON line per request. First the engine's arguments (the
-child loads and answers `ready` or the load error); then `generate` requests, each
-followed by the page's raw pixels (`width*height*channels` bytes: no PNG round trip), and
-`stop` requests when the caller's `on_piece` says stop. Child to parent: one JSON line per
-message: `piece` (text as it is generated), then `done` (the `Generation`) or `error`;
+child loads and answers `ready`, with the engine's limits, or the load error); then
+`generate` requests, each with its own `serial` and followed by the page's raw pixels
+(`width*height*channels` bytes: no PNG round trip), and `stop` requests when a caller's
+`on_piece` says stop. Child to parent: one JSON line per message: `piece` (text as it is
+generated), then `done` (the `Generation`) or `error`, each with the request's serial;
 `log` messages (the engine's qwenocr log records) may come at any time.
+
+Several pages in flight: an engine that decodes several pages at once (`concurrency` > 1,
+the llama.cpp batch engine of `--batch N`) gets up to that many `generate` requests at
+once; the child runs each in its own thread and the parent routes each message to its
+page by serial. A crash then ends every page in flight: each is retried, and until as
+many pages have been read as were in flight, pages go through the fresh engine one at a
+time, so that a page that crashes the engine crashes it alone and the others are read.
 
 The child ignores SIGINT and SIGHUP (the parent decides what they mean, and kills it),
 exits when its stdin closes or its parent disappears, and keeps its descriptor 1 pointed
@@ -69,11 +77,12 @@ class IsolatedEngine:
     """A local engine (`mlx` or `llama.cpp`) running in a worker process."""
 
     name: str  # the engine's own: "mlx" or "llama.cpp"
-    concurrency = 1
+    concurrency: int  # the engine's own: pages it decodes at once (1 unless it batches)
     max_image_tokens: Optional[int]  # the engine's own limit, as the worker reports it
 
     def __init__(self, backend: str, load_args: Dict[str, Any], *, verbose: bool = False):
         self.name = backend
+        self.concurrency = 1
         self.max_image_tokens: Optional[int] = None
         self._load = {"backend": backend, "verbose": verbose, **load_args}
         self._verbose = verbose
@@ -82,6 +91,12 @@ class IsolatedEngine:
         self._calls = 0
         self._faults = _parse_faults(os.environ.get(TEST_FAULTS_ENV, ""))
         self._closed = False
+        # Pages in the worker now, and how many must still go through it one at a time
+        # after a crash (see the module docstring); `_gate` guards both and the worker.
+        self._gate = threading.Condition()
+        self._active = 0
+        self._solo_left = 0
+        self._solo = False
         self._start()  # load now: a model that cannot load fails the run before any page
 
     def generate(
@@ -93,38 +108,91 @@ class IsolatedEngine:
     ) -> Generation:
         if self._closed:
             raise BackendError(f"the {self.name} engine was closed")
-        self._calls += 1
-        worker = self._worker if self._worker is not None and self._worker.alive() else self._restart()
-        deadline = getattr(on_piece, "deadline", None)
+        solo = self._enter()
+        ok = False
         try:
-            generation = worker.generate(
-                image, prompt, settings, on_piece, deadline, self._faults.get(self._calls), HANG_GRACE
-            )
+            with self._gate:
+                self._calls += 1
+                fault = self._faults.get(self._calls)
+                worker = self._worker if self._worker is not None and self._worker.alive() else self._restart()
+            deadline = getattr(on_piece, "deadline", None)
+            generation = self._generate_in(worker, image, prompt, settings, on_piece, deadline, fault)
+            ok = True
+            return generation
+        finally:
+            self._leave(solo, ok)
+
+    def _generate_in(
+        self,
+        worker: "_Worker",
+        image: Image.Image,
+        prompt: str,
+        settings: GenerationSettings,
+        on_piece: Optional[PieceCallback],
+        deadline: Optional[float],
+        fault: Optional[str],
+    ) -> Generation:
+        try:
+            generation = worker.generate(image, prompt, settings, on_piece, deadline, fault, HANG_GRACE)
         except _WorkerGone as gone:
-            self._worker = None
-            if self._closed:
-                raise BackendError(f"the {self.name} engine was stopped") from None
-            self._crashes_in_a_row += 1
-            how = gone.describe()
-            if self._crashes_in_a_row >= CRASHES_TO_STOP:
-                raise EngineCrashLoopError(
-                    f"the {self.name} engine crashed {self._crashes_in_a_row} times in a row ({how}); stopping the run",
-                    "finished pages are kept: rerun to resume; see docs/troubleshooting.md#the-engine-crashed",
-                ) from None
-            # A fresh engine now, so that its loading time is charged to the page that
-            # crashed, not to the deadline of the next one.
-            self._restart()
+            with self._gate:
+                # Every page in flight sees the same death: the first counts it and
+                # starts the fresh engine; the pages in flight are then retried alone.
+                first = self._worker is worker
+                if first:
+                    self._worker = None
+                    self._crashes_in_a_row += 1
+                    self._solo_left = max(self._solo_left, self._active if self.concurrency > 1 else 0)
+                crashes = self._crashes_in_a_row
+                if self._closed:
+                    raise BackendError(f"the {self.name} engine was stopped") from None
+                how = gone.describe() if not worker.killed_by_us else "restarted after another page hung"
+                if crashes >= CRASHES_TO_STOP:
+                    raise EngineCrashLoopError(
+                        f"the {self.name} engine crashed {crashes} times in a row ({how}); stopping the run",
+                        "finished pages are kept: rerun to resume; see docs/troubleshooting.md#the-engine-crashed",
+                    ) from None
+                if first:
+                    # A fresh engine now, so that its loading time is charged to the page
+                    # that crashed, not to the deadline of the next one.
+                    self._restart()
             raise EngineCrashedError(f"the {self.name} engine crashed ({how})") from None
         except _WorkerHung:
-            self._worker = None
-            self._restart()
+            with self._gate:
+                if self._worker is worker:
+                    self._worker = None
+                    self._restart()
             return Generation(text="", output_tokens=0, prompt_tokens=None, finish_reason="aborted")
-        self._crashes_in_a_row = 0
+        with self._gate:
+            self._crashes_in_a_row = 0
         return generation
+
+    def _enter(self) -> bool:
+        """Wait for a turn in the worker; True when the page must go alone (after a crash)."""
+        with self._gate:
+            while True:
+                if self._solo_left > 0 and self._active == 0:
+                    self._active, self._solo = 1, True
+                    return True
+                if self._solo_left == 0 and not self._solo:
+                    self._active += 1
+                    return False
+                self._gate.wait()
+
+    def _leave(self, solo: bool, ok: bool) -> None:
+        with self._gate:
+            self._active -= 1
+            if solo:
+                self._solo = False
+                if ok:
+                    self._solo_left = max(0, self._solo_left - 1)
+            self._gate.notify_all()
 
     def close(self) -> None:
         self._closed = True
-        worker, self._worker = self._worker, None
+        with self._gate:
+            worker, self._worker = self._worker, None
+            self._gate.notify_all()
         if worker is not None:
             worker.close()
 
@@ -132,6 +200,7 @@ class IsolatedEngine:
         worker = _Worker(self._load, self._verbose)
         ready = worker.start()
         self.max_image_tokens = ready.get("max_image_tokens")
+        self.concurrency = max(1, int(ready.get("concurrency") or 1))
         self._worker = worker
         return worker
 
@@ -169,19 +238,26 @@ class _WorkerHung(Exception):
 
 
 class _Worker:
-    """One child process with the model loaded. Not thread-safe: one page at a time."""
+    """One child process with the model loaded. Pages may be in flight from several
+    threads at once: each has its own serial and its own inbox of the child's messages."""
 
     def __init__(self, load: Dict[str, Any], verbose: bool):
         self._load = load
         self._verbose = verbose
         self._proc: Optional[subprocess.Popen] = None
-        self._messages: "queue.Queue[Optional[dict]]" = queue.Queue()
         self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
         self._threads: List[threading.Thread] = []
+        self._lock = threading.Lock()  # guards the inboxes, the serial and `_dead`
+        self._send_lock = threading.Lock()  # one request at a time on the child's stdin
+        # Serial -> the page's inbox; None: the load's answer.
+        self._inboxes: Dict[Optional[int], "queue.Queue[Optional[dict]]"] = {None: queue.Queue()}
         self._serial = 0
+        self._dead = False
+        self._closed = threading.Event()
+        self.killed_by_us = False  # closed for a hang (or by the engine), not crashed
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.poll() is None and not self._closed.is_set()
 
     def start(self) -> dict:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -203,7 +279,7 @@ class _Worker:
             thread.start()
         try:
             self._send({"op": "load", **self._load})
-            answer = self._next(None, None)
+            answer = self._next(self._inboxes[None], None)
         except _WorkerGone as gone:
             self.close()
             raise BackendError(
@@ -231,8 +307,13 @@ class _Worker:
         if image.mode not in _MODES:
             image = image.convert("RGB")
         pixels = image.tobytes()
-        self._serial += 1
-        serial = self._serial
+        inbox: "queue.Queue[Optional[dict]]" = queue.Queue()
+        with self._lock:
+            self._serial += 1
+            serial = self._serial
+            self._inboxes[serial] = inbox
+            if self._dead:
+                inbox.put(None)
         request = {
             "op": "generate",
             "serial": serial,
@@ -243,79 +324,84 @@ class _Worker:
             "height": image.height,
             "fault": fault,
         }
-        self._send(request, pixels)
-        stopping = False
-        hang_deadline = deadline + hang_grace if deadline is not None else None
-        while True:
-            message = self._next(hang_deadline, serial)
-            if "piece" in message:
-                if on_piece is not None and not stopping and on_piece(message["piece"]) is False:
-                    stopping = True
-                    self._send({"op": "stop", "serial": serial})
-                continue
-            if "error" in message:
-                raise _as_error(message)
-            done = message["done"]
-            return Generation(
-                text=done["text"],
-                output_tokens=int(done["output_tokens"]),
-                prompt_tokens=done.get("prompt_tokens"),
-                finish_reason=done.get("finish_reason") or "stop",
-            )
+        try:
+            self._send(request, pixels)
+            stopping = False
+            hang_deadline = deadline + hang_grace if deadline is not None else None
+            while True:
+                message = self._next(inbox, hang_deadline)
+                if "piece" in message:
+                    if on_piece is not None and not stopping and on_piece(message["piece"]) is False:
+                        stopping = True
+                        self._send({"op": "stop", "serial": serial})
+                    continue
+                if "error" in message:
+                    raise _as_error(message)
+                done = message["done"]
+                return Generation(
+                    text=done["text"],
+                    output_tokens=int(done["output_tokens"]),
+                    prompt_tokens=done.get("prompt_tokens"),
+                    finish_reason=done.get("finish_reason") or "stop",
+                )
+        finally:
+            with self._lock:
+                self._inboxes.pop(serial, None)
 
     def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            end_child(proc)
+        """End the child on purpose (a hang, the end of the run): the pages still in
+        flight then fail as stopped, not as crashed."""
+        self.killed_by_us = True
+        self._end()
+
+    def _end(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._proc is not None:
+            end_child(self._proc)
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _send(self, request: dict, payload: bytes = b"") -> None:
         proc = self._proc
-        if proc is None or proc.stdin is None:
+        if proc is None or proc.stdin is None or self._closed.is_set():
             raise self._gone()
         try:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            if payload:
-                proc.stdin.write(payload)
-            proc.stdin.flush()
+            with self._send_lock:
+                proc.stdin.write(json.dumps(request).encode() + b"\n")
+                if payload:
+                    proc.stdin.write(payload)
+                proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             raise self._gone() from None
 
-    def _next(self, hang_deadline: Optional[float], serial: Optional[int]) -> dict:
-        """The child's next message for request `serial`; `_WorkerGone` when it died,
-        `_WorkerHung` when it said nothing until `hang_deadline` (then it is killed)."""
-        while True:
-            try:
-                if hang_deadline is None:
-                    message = self._messages.get()
-                else:
-                    left = hang_deadline - time.monotonic()
-                    if left <= 0:
-                        raise queue.Empty
-                    message = self._messages.get(timeout=left)
-            except queue.Empty:
-                self.close()
-                raise _WorkerHung() from None
-            if message is None:
-                raise self._gone()
-            if "log" in message:
-                # The engine's own qwenocr log records, said here as if said here.
-                logging.getLogger(str(message.get("name") or "qwenocr")).log(int(message["log"]), "%s", message["text"])
-                continue
-            if serial is not None and message.get("serial") not in (serial, None):
-                continue  # an answer to an earlier, abandoned request
-            return message
+    def _next(self, inbox: "queue.Queue[Optional[dict]]", hang_deadline: Optional[float]) -> dict:
+        """The child's next message in `inbox`; `_WorkerGone` when it died, `_WorkerHung`
+        when it said nothing until `hang_deadline` (then it is killed)."""
+        try:
+            if hang_deadline is None:
+                message = inbox.get()
+            else:
+                left = hang_deadline - time.monotonic()
+                if left <= 0:
+                    raise queue.Empty
+                message = inbox.get(timeout=left)
+        except queue.Empty:
+            self.close()
+            raise _WorkerHung() from None
+        if message is None:
+            raise self._gone()
+        return message
 
     def _gone(self) -> _WorkerGone:
-        proc = self._proc
         status = None
-        if proc is not None:
+        if self._proc is not None:
             try:
-                status = proc.wait(timeout=5)
+                status = self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 status = None
-        self.close()
+        self._end()
         for thread in self._threads[1:]:
             thread.join(timeout=2)  # the stderr reader: its last lines say why
         return _WorkerGone(status, _last_words(self._stderr_tail))
@@ -323,10 +409,24 @@ class _Worker:
     def _read_messages(self, stream: IO[bytes]) -> None:
         try:
             for line in stream:
-                self._messages.put(json.loads(line))
+                message = json.loads(line)
+                if "log" in message:
+                    # The engine's own qwenocr log records, said here as if said here.
+                    logging.getLogger(str(message.get("name") or "qwenocr")).log(
+                        int(message["log"]), "%s", message["text"]
+                    )
+                    continue
+                with self._lock:
+                    inbox = self._inboxes.get(message.get("serial"))
+                if inbox is not None:  # else: the answer to an abandoned request
+                    inbox.put(message)
         except (ValueError, OSError):
             pass
-        self._messages.put(None)
+        with self._lock:
+            self._dead = True
+            inboxes = list(self._inboxes.values())
+        for inbox in inboxes:
+            inbox.put(None)
 
     def _read_stderr(self, stream: IO[bytes]) -> None:
         try:
@@ -418,17 +518,8 @@ def _child(parent: int) -> int:
     logger = logging.getLogger("qwenocr")
     logger.addHandler(_ForwardLogs(send))
     logger.propagate = False
-    while True:
-        item = requests.get()
-        if item is None:
-            if engine is not None:
-                engine.close()
-            return 0
-        request, payload = item
-        if request["op"] == "load":
-            logger.setLevel(logging.INFO if request.get("verbose") else logging.WARNING)
-            engine = _load(request, send)
-            continue
+
+    def serve(request: dict, payload: bytes) -> None:
         serial = request["serial"]
         try:
             if engine is None:
@@ -462,6 +553,29 @@ def _child(parent: int) -> int:
         finally:
             stopped.pop(serial, None)
 
+    pages: List[threading.Thread] = []
+    while True:
+        item = requests.get()
+        if item is None:
+            for thread in pages:
+                thread.join()
+            if engine is not None:
+                engine.close()
+            return 0
+        request, payload = item
+        if request["op"] == "load":
+            logger.setLevel(logging.INFO if request.get("verbose") else logging.WARNING)
+            engine = _load(request, send)
+            continue
+        if engine is not None and getattr(engine, "concurrency", 1) > 1:
+            # An engine that decodes several pages at once: each page waits in its own
+            # thread while the engine's scheduler runs them together.
+            thread = threading.Thread(target=serve, args=(request, payload), daemon=True)
+            thread.start()
+            pages = [t for t in pages if t.is_alive()] + [thread]
+        else:
+            serve(request, payload)
+
 
 class _ForwardLogs(logging.Handler):
     """Sends the child's qwenocr log records to the parent, which shows them as its own."""
@@ -490,6 +604,7 @@ def _load(request: dict, send: Any) -> Any:
             tensor_split=request.get("tensor_split"),
             verbose=request.get("verbose", False),
             experts_on_cpu=request.get("experts_on_cpu", False),
+            batch=int(request.get("batch") or 1),
         )
     except QwenOCRError as error:
         send({"error": type(error).__name__, "message": error.message, "hint": error.hint})
@@ -497,7 +612,7 @@ def _load(request: dict, send: Any) -> Any:
     except Exception as error:  # noqa: BLE001 - reported to the parent as a load failure
         send({"error": "BackendError", "message": f"the {request['backend']} engine failed to load: {error}"})
         return None
-    send({"ready": True, "max_image_tokens": engine.max_image_tokens})
+    send({"ready": True, "max_image_tokens": engine.max_image_tokens, "concurrency": engine.concurrency})
     return engine
 
 

@@ -26,6 +26,7 @@ def load_in_process(
     tensor_split: Optional[List[float]] = None,
     verbose: bool = False,
     experts_on_cpu: bool = False,
+    batch: int = 1,
 ) -> Backend:
     """Load `backend` ("mlx" or "llama.cpp") here; see `factory.load_local_engine`."""
     if backend == "mlx":
@@ -37,6 +38,19 @@ def load_in_process(
 
         if mmproj_path is None:
             raise no_mmproj_error(model_path)
+        if batch > 1:
+            from qwenocr.engines.llamacpp_batch import LlamaCppBatchBackend
+
+            return LlamaCppBatchBackend(
+                model_path,
+                mmproj_path,
+                batch=batch,
+                n_ctx=n_ctx,
+                n_gpu_layers=n_gpu_layers,
+                tensor_split=tensor_split,
+                verbose=verbose,
+                experts_on_cpu=experts_on_cpu,
+            )
         return LlamaCppBackend(
             model_path,
             mmproj_path,

@@ -30,7 +30,7 @@ sources), not a name pattern here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 GB = 1e9
@@ -54,10 +54,22 @@ MLX_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt"]
 # Q8_0 stores 32 int8 weights plus one fp16 scale per block: 8.5 bits per weight.
 Q8_BITS_PER_WEIGHT = 8.5
 
-# Gated DeltaNet layers keep a fixed-size recurrent state instead of a KV cache:
-# value heads x 128 x 128 fp32 per layer. 64 value heads is the most in the family
-# (35B-A3B has 32), so 4 MiB per layer is an upper bound; it adds tens of MB at most.
-DELTANET_STATE_BYTES_PER_LAYER = 64 * 128 * 128 * 4
+# Gated DeltaNet layers keep a fixed-size recurrent state instead of a KV cache: value
+# heads x 128 x 128 fp32 per layer, plus the short convolution's last 3 inputs (queries,
+# keys and values: at most 3 x 3 x heads x 128 fp32). Where a public config gives the
+# value heads (Variant.deltanet_value_heads: 0.8B 16, Qwen/Qwen3.5-0.8B config.json;
+# 35B-A3B 32, the Megatron config), the state is theirs; elsewhere 64 heads, the most in
+# the family, as an upper bound. Each page decoding at once (`scan --batch`) has one.
+DELTANET_HEAD_DIM = 128
+DELTANET_MAX_VALUE_HEADS = 64
+DELTANET_CONV_KEEP = 3  # the convolution kernel (4) less one
+
+
+def deltanet_state_bytes_per_layer(value_heads: int) -> int:
+    state = value_heads * DELTANET_HEAD_DIM * DELTANET_HEAD_DIM * 4
+    conv = DELTANET_CONV_KEEP * 3 * value_heads * DELTANET_HEAD_DIM * 4
+    return state + conv
+
 
 VOCAB_SIZE = 248_320  # Qwen 3.5's vocabulary (embedding and output rows)
 
@@ -102,6 +114,7 @@ class Variant:
     vision: VisionTower
     weights: Dict[int, Weights] = field(default_factory=dict)
     min_recommended: Optional[str] = None  # seed 000's "Minimum Recommended GPU(s)"
+    deltanet_value_heads: Optional[int] = None  # where a public config gives them
 
     @property
     def hf_id(self) -> str:
@@ -127,8 +140,10 @@ class Variant:
 
     @property
     def recurrent_state_bytes(self) -> int:
-        """The DeltaNet layers' fixed state for one sequence (an upper bound)."""
-        return self.linear_attention_layers * DELTANET_STATE_BYTES_PER_LAYER
+        """The DeltaNet layers' fixed state for one sequence (an upper bound where the
+        variant's heads are not known)."""
+        heads = self.deltanet_value_heads or DELTANET_MAX_VALUE_HEADS
+        return self.linear_attention_layers * deltanet_state_bytes_per_layer(heads)
 
     @property
     def vision_params(self) -> int:
@@ -263,6 +278,13 @@ VARIANTS: Tuple[Variant, ...] = (
     ),
     _large("122B-A10B", 122, 10, True, 48, 2, 3072, (245, 132, 70), (244, 70), "2x RTX 6000 Ada or Mac Studio"),
     _large("397B-A17B", 397, 17, True, 60, 2, 4096, (810, 512, 214), (794, 220), "8x H100 or Mac M3 Ultra (256GB)"),
+)
+
+# The Gated DeltaNet value heads public configs give (see deltanet_state_bytes_per_layer).
+_DELTANET_VALUE_HEADS = {"0.8B": 16, "35B-A3B": 32}
+VARIANTS = tuple(
+    replace(v, deltanet_value_heads=_DELTANET_VALUE_HEADS[v.name]) if v.name in _DELTANET_VALUE_HEADS else v
+    for v in VARIANTS
 )
 
 

@@ -530,6 +530,11 @@ def render(plan, engine: EngineStatus, out: TextIO, config: Optional[ReportSecti
             console.print(f"  Placement: {_PLACEMENT_WORDS.get(placement, placement)}")
         if plan.tensor_split:
             console.print(f"  Layers split over the GPUs: {plan.tensor_split}")
+        if getattr(plan, "batch", 1) > 1:
+            console.print(
+                f"  Pages at once: {plan.batch} (llama.cpp decodes them together; each holds its own"
+                f" {est.kv_gb:g} GB KV cache and state; `scan --batch N` overrides)"
+            )
     console.print()
 
     console.print("[bold]Engine[/bold]")

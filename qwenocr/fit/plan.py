@@ -154,6 +154,14 @@ UPGRADE_EXTRA_SECONDS = 20.0
 HYBRID_MIN_TOKENS_PER_S = 5.0
 # Serve advice (vLLM/SGLang, tensor parallel) from this many datacenter GPUs on.
 SERVE_MIN_GPUS = 4
+# Pages at once a plan proposes for llama.cpp when memory allows (`scan --batch`
+# overrides): decode reads the weights once a step for every page in it, so pages/s
+# grows with the batch until compute is the limit. Measured on a 2-core CPU with the
+# real-dimension 0.8B (benchmarks/bench_batch.py, docs/performance.md): 1.47x at 2,
+# 1.88x at 4, 2.06x at 8 pages of 128 tokens; the image prefill, one page at a time,
+# bounds it. GPUs are not measured yet: 8 there too.
+PLANNED_BATCHES = (1, 2, 4, 8)
+PLANNED_BATCH_MAX = {"cpu": 8, "gpu": 8}
 DATACENTER_GPU_NAMES = ("H100", "H200", "H800", "H20", "A100", "A800", "B100", "B200", "GH200", "L40", "MI2", "MI3")
 PREFERENCES = ("accuracy", "speed")
 # The llama.cpp GPU builds a plan's device may name (hardware.py's gpu_backends).
@@ -348,6 +356,8 @@ class Plan:
     # A GPU plan while the installed llama-cpp-python can't offload to the GPU (a CPU-only
     # build): the plan is what the machine runs once rebuilt; no GPU speed is promised.
     gpu_offload_missing: bool = False
+    # Pages decoding at once (llama.cpp; `scan --batch` overrides): _with_batch.
+    batch: int = 1
 
     def to_dict(self) -> dict:
         choice = None
@@ -371,6 +381,7 @@ class Plan:
                 "n_gpu_layers": self.n_gpu_layers,
                 "tensor_split": self.tensor_split,
                 "n_ctx": self.context_tokens,
+                "batch": self.batch,
                 "needs_wired_limit_mb": self.needs_wired_limit_mb,
                 "family": self.family,
                 "source": self.source.to_dict(),
@@ -421,20 +432,26 @@ def estimate(
     source: Optional[ModelSource] = None,
     n_ctx: Optional[int] = None,
     flash_attn: Optional[bool] = None,
+    batch: int = 1,
 ) -> Estimate:
     """Memory for one page with `variant` at `bits` on `backend` (see the module
     docstring); `source` brings real file sizes where known, `n_ctx` llama.cpp's context
     when it is set (MLX has none: its cache grows with the page). The two activation
     terms come from fit/vision_memory.py (fitted to measurements); `flash_attn` is
-    llama.cpp's setting, by default what the engine uses."""
+    llama.cpp's setting, by default what the engine uses. With `batch` pages decoding at
+    once (llama.cpp's --batch) each has its own KV cache and recurrent state; the pages
+    are prefilled one at a time, so the activations are one page's."""
     v = catalog.get_variant(variant) if isinstance(variant, str) else variant
     ctx = context_tokens(max_image_tokens, max_output_tokens, n_ctx if backend == "llama.cpp" else None)
-    kv = v.kv_bytes_per_token * ctx + v.recurrent_state_bytes
+    kv = (v.kv_bytes_per_token * ctx + v.recurrent_state_bytes) * (batch if backend == "llama.cpp" else 1)
     fa = vision_memory.LLAMA_FLASH_ATTN if flash_attn is None else flash_attn
     vision_act = vision_memory.vision_activation_bytes(
         v.vision.width, v.vision.intermediate, v.vision.heads, max_image_tokens, backend, fa
     )
     text_act = vision_memory.text_activation_bytes(v.hidden_size, max_image_tokens, PROMPT_TOKENS, backend, fa)
+    if backend == "llama.cpp" and batch > 1:
+        # A decode step of the batch keeps a row of fp32 logits for every page in it.
+        text_act += (batch - 1) * catalog.VOCAB_SIZE * 4
     weights_from = "table"
     if source is not None and source.weights_bytes is not None:
         weights, weights_from = source.weights_bytes / GB, source.size_from
@@ -614,6 +631,7 @@ def _candidate(
     n_ctx: Optional[int] = None,
     hw: Optional[Hardware] = None,
     ram_budget: Optional[Budget] = None,
+    batch: int = 1,
 ) -> Candidate:
     source = sources.resolve_source(family, v, bits, backend, facts)
     est = estimate(
@@ -625,6 +643,7 @@ def _candidate(
         source=source,
         n_ctx=n_ctx,
         flash_attn=vision_memory.planned_flash_attn(device),
+        batch=batch,
     )
     total = est.total_gb
     placement = "unified" if device == "metal" or _unified_gpu(hw) else ("gpu" if device in GPU_DEVICES else "cpu")
@@ -923,13 +942,17 @@ def make_plan(
     n_ctx: Optional[int] = None,
     prefer: Optional[str] = None,
     serve: bool = False,
+    batch: Optional[int] = None,
 ) -> Plan:
     """The plan for `hardware`; `variant`, `quant`, `backend` force the pick. `family`
     ("3.5", the default, or "3.6") says which models; `facts` what the hub said of
     their sources (store/verify.py gathers them; without them: the data alone); `n_ctx`
     llama.cpp's context when the user set it (the KV cache is sized for it); `prefer`
     ("accuracy" or "speed") settles a dense-or-MoE trade-off; `serve` asks for the
-    vLLM/SGLang advice even with fewer than SERVE_MIN_GPUS datacenter GPUs.
+    vLLM/SGLang advice even with fewer than SERVE_MIN_GPUS datacenter GPUs; `batch` the
+    pages llama.cpp decodes at once (`scan --batch`: a KV cache and state for each),
+    or None to plan it: the model is chosen for one page, then as many pages at once as
+    its memory leaves room for, up to PLANNED_BATCH_MAX (`Plan.batch`).
 
     Raises `UsageError` for a family, variant, quant or backend it doesn't know, or a
     quant that belongs to another backend than the one asked for.
@@ -978,6 +1001,7 @@ def make_plan(
             facts,
             n_ctx=n_ctx,
             prefer=prefer,
+            batch=batch or 1,
         )
 
     if prefer is not None:
@@ -992,11 +1016,33 @@ def make_plan(
                 f"Nothing fits in the GPUs' VRAM ({plan.budget_gb:.1f} GB usable); this plan runs on the CPU from RAM"
                 " (n_gpu_layers=0), which is much slower. A smaller --max-image-tokens may make a model fit the GPU."
             ] + on_cpu.advice
-            return replace(on_cpu, advice=advice)
+            return _with_batch(replace(on_cpu, advice=advice), batch)
+    plan = _with_batch(plan, batch)
     if device in GPU_DEVICES and (serve or _datacenter_gpus(hardware) >= SERVE_MIN_GPUS):
         advice_lines, serve_info = _serve_advice(hardware, max_image_tokens, max_output_tokens, family)
         plan = replace(plan, serve=serve_info, advice=plan.advice + advice_lines)
     return plan
+
+
+def _with_batch(plan: Plan, requested: Optional[int]) -> Plan:
+    """The pages the chosen llama.cpp model decodes at once: `requested` (--batch, whose
+    memory the candidates already counted), else the most of PLANNED_BATCHES whose extra
+    KV caches and recurrent states fit beside the one-page estimate. MLX reads one page
+    at a time here."""
+    if plan.backend != "llama.cpp" or plan.choice is None or plan.estimate is None or not plan.fits:
+        return replace(plan, batch=1)
+    if requested is not None:
+        return replace(plan, batch=requested)
+    cap = PLANNED_BATCH_MAX.get(plan.device, PLANNED_BATCH_MAX["gpu"])
+    # What must fit: the VRAM part for experts kept in RAM, else the whole estimate.
+    used = plan.choice.vram_gb if plan.placement == "gpu+cpu-experts" and plan.choice.vram_gb else plan.estimate_gb
+    room = (plan.budget_gb or 0.0) - (used or 0.0)
+    per_page = plan.estimate.kv_gb
+    batch = 1
+    for n in PLANNED_BATCHES:
+        if n <= cap and (n - 1) * per_page <= room:
+            batch = n
+    return replace(plan, batch=batch)
 
 
 def check_prefer(prefer: Optional[str]) -> Optional[str]:
@@ -1084,6 +1130,7 @@ def _plan_on(
     *,
     n_ctx: Optional[int] = None,
     prefer: Optional[str] = None,
+    batch: int = 1,
 ) -> Plan:
     budget = _budget(hw, device)
     engine = _engine(hw, device)
@@ -1105,6 +1152,7 @@ def _plan_on(
             n_ctx,
             hw=hw,
             ram_budget=ram_budget,
+            batch=batch,
         )
         for v in catalog.VARIANTS
         if v.name in names
@@ -1325,11 +1373,19 @@ def _reason(
             detail = f"; {nxt.quant} would need {nxt.estimate_gb:.1f} GB"
         elif nxt.too_slow:
             detail = f"; {nxt.quant} would decode at only ~{nxt.tokens_per_s:.1f} tokens/s"
-        else:
+        elif nxt.needs_wired_limit_mb is not None:
             detail = (
                 f"; {nxt.quant} would need a raised wired limit that leaves macOS less than a precision upgrade"
                 " may (max(32 GiB, 15 % of RAM))"
             )
+        elif _much_slower(nxt, choice):
+            detail = (
+                f"; {nxt.quant} would make a page ~{_page_seconds(nxt) / _page_seconds(choice):.1f}x slower"
+                f" (~{_page_seconds(nxt):,.0f} s instead of ~{_page_seconds(choice):,.0f} s;"
+                " --prefer accuracy takes it)"
+            )
+        else:
+            detail = f"; --prefer speed keeps the lowest precision ({nxt.quant} fits too)"
     if choice.source.kind == "convert":
         detail += "; no hub repo has it with the vision tower: convert it locally (see the advice)"
     if forced:

@@ -44,10 +44,12 @@ def connect_server(request: ScanRequest, reporter: Reporter) -> Tuple[ModelFiles
 
 
 def load_engine(model: ModelFiles, request: ScanRequest, plan: Optional[Plan], reporter: Reporter) -> Backend:
-    """Load `model` on this machine, sized for one page at a time."""
+    """Load `model` on this machine, with a context for each page it decodes at once."""
     from qwenocr.engines.factory import load_local_engine
 
-    reporter.info(f"loading {model.label} with {model.backend}")
+    batch = engine_batch(model.backend, request, plan, reporter)
+    at_once = f", {batch} pages at once" if batch > 1 else ""
+    reporter.info(f"loading {model.label} with {model.backend}{at_once}")
     n_ctx = context_size(request)
     # With a plan, its GPU offload and multi-GPU split, and an MoE model's experts kept in
     # RAM where it is placed "gpu+cpu-experts"; with --model PATH, offload all layers
@@ -61,7 +63,24 @@ def load_engine(model: ModelFiles, request: ScanRequest, plan: Optional[Plan], r
         tensor_split=plan.tensor_split if plan is not None else None,
         verbose=request.verbose,
         experts_on_cpu=plan is not None and plan.placement == "gpu+cpu-experts" and model.backend == "llama.cpp",
+        batch=batch,
     )
+
+
+def engine_batch(
+    backend: str, request: ScanRequest, plan: Optional[Plan] = None, reporter: Optional[Reporter] = None
+) -> int:
+    """How many pages the local engine decodes at once: --batch, else the plan's (what its
+    memory leaves room for), else 1 (--model PATH). MLX reads one page at a time here (its
+    batched generation is not wired in yet), and says so when --batch asked for more."""
+    wanted = request.batch if request.batch is not None else (plan.batch if plan is not None else 1)
+    if wanted <= 1:
+        return 1
+    if backend == "llama.cpp":
+        return wanted
+    if reporter is not None and request.batch is not None:
+        reporter.warn(f"--batch {request.batch} is for the llama.cpp engine; {backend} reads one page at a time")
+    return 1
 
 
 def context_size(request: ScanRequest) -> int:

@@ -105,6 +105,7 @@ def _plan(
         max_output_tokens=request.options.generation.max_tokens,
         n_ctx=request.n_ctx,
         prefer=request.prefer,
+        batch=request.batch,
     )
     if offline is None:
         return make_plan(hardware, **options)
@@ -202,7 +203,7 @@ def _check_local_model_fits(model: ModelFiles, request: ScanRequest) -> None:
     recurrent state of the context the engine will get (scan/engine.py), with free memory."""
     import psutil
 
-    from qwenocr.scan.engine import context_size
+    from qwenocr.scan.engine import context_size, engine_batch
 
     if model.path.is_file():
         # A split GGUF: every shard is loaded, not just the first.
@@ -216,7 +217,8 @@ def _check_local_model_fits(model: ModelFiles, request: ScanRequest) -> None:
     files = sum(p.stat().st_size for p in paths)
     # MLX has no --n-ctx: its cache grows with the page, up to the page's budget.
     tokens = context_size(replace(request, n_ctx=None) if model.backend == "mlx" else request)
-    context = shape.bytes_for(tokens) if shape is not None else 0
+    # Each page decoding at once (--batch) has its own KV cache and recurrent state.
+    context = shape.bytes_for(tokens) * engine_batch(model.backend, request) if shape is not None else 0
     needed = files + context + 2**30  # + a 1 GiB margin for activations
     available = psutil.virtual_memory().available
     if needed <= available:

@@ -39,4 +39,5 @@ class ScanRequest:
     base_urls: List[str] = field(default_factory=list)
     api_model: Optional[str] = None
     concurrency: int = 4
+    batch: Optional[int] = None  # local llama.cpp: pages decoding at once; None: the plan's, else 1
     options: ScanOptions = field(default_factory=ScanOptions)
