@@ -112,6 +112,8 @@ class IsolatedEngine:
         ok = False
         try:
             with self._gate:
+                if self._closed:  # closed while this page waited for its turn
+                    raise BackendError(f"the {self.name} engine was closed")
                 self._calls += 1
                 fault = self._faults.get(self._calls)
                 worker = self._worker if self._worker is not None and self._worker.alive() else self._restart()
