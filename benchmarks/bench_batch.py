@@ -90,27 +90,10 @@ print(json.dumps({"load_s": load_s, "wall_s": wall, "tokens": tokens, "texts": t
 
 
 def checkpoints(real: bool) -> List[Dict[str, Any]]:
-    found: List[Dict[str, Any]] = []
-    root = os.environ.get("QWENOCR_TEST_MODELS")
-    if root is None:
-        built = subprocess.run(
-            [sys.executable, str(ROOT / "tests/fixtures/build_tiny_models.py")], capture_output=True, text=True
-        )
-        root = built.stdout.strip().splitlines()[-1] if built.returncode == 0 and built.stdout.strip() else None
-    if root:
-        base = Path(root)
-        manifest = json.loads((base / "manifest.json").read_text())
-        for kind in ("dense", "moe"):
-            found.append(
-                {
-                    "name": f"tiny {kind}",
-                    "gguf": base / manifest[f"{kind}_gguf"],
-                    "mmproj": base / manifest[f"{kind}_mmproj"],
-                }
-            )
-    if real:
-        import real_shapes
+    import real_shapes
 
+    found: List[Dict[str, Any]] = real_shapes.tiny_checkpoints()
+    if real:
         entry = real_shapes.built("qwen3.5-0.8B")
         if entry is None:
             print("(no real-dimension 0.8B: run python benchmarks/real_shapes.py --only qwen3.5-0.8B)", file=sys.stderr)

@@ -146,26 +146,7 @@ def doctor_seconds(image_tokens: int, output_tokens: int) -> Optional[float]:
 
 
 def checkpoints(include_real: bool, towers: List[str]) -> List[Dict[str, object]]:
-    found: List[Dict[str, object]] = []
-    root = os.environ.get("QWENOCR_TEST_MODELS")
-    if root is None:
-        built = subprocess.run(
-            [sys.executable, str(ROOT / "tests/fixtures/build_tiny_models.py")], capture_output=True, text=True
-        )
-        root = built.stdout.strip().splitlines()[-1] if built.returncode == 0 and built.stdout.strip() else None
-    if root:
-        base = Path(root)
-        manifest = json.loads((base / "manifest.json").read_text())
-        for kind in ("dense", "moe"):
-            found.append(
-                {
-                    "name": f"tiny {kind}",
-                    "gguf": base / manifest[f"{kind}_gguf"],
-                    "mmproj": base / manifest[f"{kind}_mmproj"],
-                    "config": base / manifest[f"{kind}_hf"] / "config.json",
-                    "doctor": False,
-                }
-            )
+    found: List[Dict[str, object]] = [dict(tiny, doctor=False) for tiny in real_shapes.tiny_checkpoints()]
     if include_real:
         entry = real_shapes.built("qwen3.5-0.8B")
         if entry:

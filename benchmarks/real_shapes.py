@@ -59,6 +59,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -258,6 +259,32 @@ def absolute_paths(manifest_path: Path) -> Dict[str, Any]:
     base = manifest_path.parent
     keys = ("hf", "gguf", "gguf_q8_0", "mmproj", "mlx")
     return {"dir": str(base), **{k: str(base / data[k]) for k in keys if k in data}}
+
+
+def tiny_checkpoints() -> List[Dict[str, Any]]:
+    """The tiny dense and MoE GGUFs of tests/fixtures/build_tiny_models.py ($QWENOCR_TEST_MODELS,
+    else built now), as {name, gguf, mmproj, config}: what the benchmarks set beside the
+    real-dimension builds. Empty when they can't be built."""
+    root = os.environ.get("QWENOCR_TEST_MODELS")
+    if root is None:
+        built_now = subprocess.run(
+            [sys.executable, str(ROOT / "tests/fixtures/build_tiny_models.py")], capture_output=True, text=True
+        )
+        lines = built_now.stdout.strip().splitlines()
+        root = lines[-1] if built_now.returncode == 0 and lines else None
+    if not root:
+        return []
+    base = Path(root)
+    manifest = json.loads((base / "manifest.json").read_text())
+    return [
+        {
+            "name": f"tiny {kind}",
+            "gguf": base / manifest[f"{kind}_gguf"],
+            "mmproj": base / manifest[f"{kind}_mmproj"],
+            "config": base / manifest[f"{kind}_hf"] / "config.json",
+        }
+        for kind in ("dense", "moe")
+    ]
 
 
 def built(name: str) -> Optional[Dict[str, Any]]:

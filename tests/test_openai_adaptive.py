@@ -11,24 +11,19 @@ with its defaults on the tiny GGUF (marked `engine`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 
 from qwenocr.engines.base import GenerationSettings
-from qwenocr.engines.openai import OpenAIBackend, check_server, probe_parallel
+from qwenocr.engines.openai import OpenAIBackend, probe_parallel
 from qwenocr.engines.openai.adaptive import INTERRUPTED, REJECTED, AdaptiveLimit
 from tests.support import samples
 from tests.support.clirun import run_cli
+from tests.support.llama_server import llama_server
 from tests.support.openai_fake_server import FakeOpenAIServer
 
 SETTINGS = GenerationSettings(max_tokens=256)
@@ -183,69 +178,13 @@ def test_probe_is_bounded_in_time():
 # --- the real server: llama-cpp-python with its defaults ----------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def need_llama_server() -> None:
-    missing = [
-        module
-        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-        if importlib.util.find_spec(module) is None
-    ]
-    if missing:
-        reason = (
-            f"llama-cpp-python with its server extras is needed ({', '.join(missing)} missing):"
-            ' pip install "llama-cpp-python[server]"'
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.mark.engine
 def test_scan_against_llama_cpp_server_with_its_defaults(tiny_models, tmp_path):
     """Defect 18: `python -m llama_cpp.server` as its docs start it (interrupt_requests
     on), `scan --concurrency 4`: before, a page ended `error` and the run exit 10."""
-    need_llama_server()
-    port = free_port()
+    # No --interrupt_requests: its default, True, is the point.
     log_path = tmp_path / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(tiny_models.dense_gguf),
-        "--chat_format",
-        "mtmd",
-        "--clip_model_path",
-        str(tiny_models.dense_mmproj),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "4096",
-        "--chat_template_kwargs",
-        '{"enable_thinking": false}',
-        "--verbose",
-        "False",
-    ]  # fmt: skip  (no --interrupt_requests: its default, True, is the point)
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 120
-        info: dict = {}
-        while time.monotonic() < deadline and process.poll() is None:
-            info = check_server(url, timeout=2)
-            if info["models"]:
-                break
-            time.sleep(0.5)
-        assert info.get("models"), f"server did not come up: {info}\n{log_path.read_text()[-3000:]}"
-
+    with llama_server(tiny_models.dense_gguf, tiny_models.dense_mmproj, log_path) as (_, url, _info):
         pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=4, size=(256, 320))
         proc = run_cli(
             "scan", pdf, "--backend", "openai", "--base-url", url, "--concurrency", "4",
@@ -265,10 +204,3 @@ def test_scan_against_llama_cpp_server_with_its_defaults(tiny_models, tmp_path):
         [server] = json.loads(doctor.stdout)["servers"]
         assert server["parallel"] == 1, server
         assert server["parallel_probe"]["levels"][-1]["outcomes"].get("interrupted"), server
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -8,9 +8,6 @@ import json
 import logging
 import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +21,7 @@ from qwenocr.engines.openai import client as openai_client
 from qwenocr.engines.openai import encode as openai_encode
 from qwenocr.engines.openai import stream as openai_stream
 from qwenocr.errors import BackendError, ExitCode, UsageError
+from tests.support.llama_server import free_port, llama_server
 from tests.support.openai_fake_server import FakeOpenAIServer, image_size
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789"
@@ -45,12 +43,6 @@ def backend(server_or_urls, **kw) -> OpenAIBackend:
 def server():
     with FakeOpenAIServer() as fake:
         yield fake
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the request ----------------------------------------------------------------------
@@ -480,53 +472,14 @@ def test_backend_writes_nothing_to_stdout(server, capfd):
 @pytest.mark.engine
 def test_against_llama_cpp_server(tiny_models, tmp_path, caplog):
     # tiny_models (conftest.py) skips without QWENOCR_TEST_MODELS, and fails under CI.
-    import importlib.util
-
-    missing = [
-        module
-        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-        if importlib.util.find_spec(module) is None
-    ]
-    if missing:
-        reason = (
-            f"llama-cpp-python with its server extras is needed ({', '.join(missing)} missing):"
-            ' pip install "llama-cpp-python[server]"'
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    gguf, mmproj = tiny_models.dense_gguf, tiny_models.dense_mmproj
-    port = free_port()
-    log_path = tmp_path / "server.log"
     # The key reaches the server through its environment (API_KEY, read by its
     # pydantic settings), never through argv, so that it can't show in `ps`.
     env = dict(os.environ, API_KEY=SECRET)
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf),
-        "--chat_format", "mtmd",
-        "--clip_model_path", str(mmproj),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "4096",
-        # by default a new request cuts the one streaming (a bare [DONE]); queue instead
-        "--interrupt_requests", "False",
-        # the server ignores a request's chat_template_kwargs; this is its load-time switch
-        "--chat_template_kwargs", '{"enable_thinking": false}',
-        "--verbose", "False",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 120
-        info = {}
-        while time.monotonic() < deadline and process.poll() is None:
-            info = check_server(url, api_key=SECRET, timeout=2)
-            if info["models"]:
-                break
-            time.sleep(0.5)
-        assert info.get("models"), f"server did not come up: {info}\n{log_path.read_text()[-3000:]}"
+    # by default a new request cuts the one streaming (a bare [DONE]); queue instead
+    queued = ("--interrupt_requests", "False")
+    with llama_server(
+        tiny_models.dense_gguf, tiny_models.dense_mmproj, tmp_path / "server.log", *queued, env=env, api_key=SECRET
+    ) as (process, url, info):
         assert SECRET not in " ".join(process.args)  # not in the process list
 
         caplog.set_level(logging.DEBUG)
@@ -560,13 +513,6 @@ def test_against_llama_cpp_server(tiny_models, tmp_path, caplog):
         with pytest.raises(BackendError, match="HTTP 401") as info401:
             OpenAIBackend([url], model="m", api_key="wrong").generate(images[0], "p", settings)
         assert SECRET not in info401.value.one_line() + caplog.text
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_grey_pages_are_sent_as_exact_greyscale():

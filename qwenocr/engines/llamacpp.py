@@ -30,6 +30,28 @@ if TYPE_CHECKING:
 MAX_IMAGE_TOKENS = 4096
 
 
+# The load errors both llama.cpp engines (this one and llamacpp_batch) say the same way.
+def engine_missing() -> EngineMissingError:
+    return EngineMissingError(
+        "the llama.cpp engine (llama-cpp-python) is not installed",
+        'install it with: pip install "qwenocr[llama]" (add CMAKE_ARGS="-DGGML_CUDA=on" for NVIDIA GPUs)',
+    )
+
+
+def model_load_error(model_path: Path, reason: object) -> BackendError:
+    return BackendError(
+        f"llama.cpp could not load {Path(model_path).name}: {reason}",
+        "check that the GGUF and its mmproj belong together",
+    )
+
+
+def projector_load_error(mmproj_path: Path, reason: object) -> BackendError:
+    return BackendError(
+        f"llama.cpp could not load the vision projector {Path(mmproj_path).name}: {reason}",
+        "the file may be truncated or damaged: download it again, or pass the mmproj made for this model",
+    )
+
+
 class LlamaCppBackend:
     name = "llama.cpp"
     concurrency = 1
@@ -51,10 +73,7 @@ class LlamaCppBackend:
             import llama_cpp
             from llama_cpp.llama_chat_format import MTMDChatHandler
         except ImportError:
-            raise EngineMissingError(
-                "the llama.cpp engine (llama-cpp-python) is not installed",
-                'install it with: pip install "qwenocr[llama]" (add CMAKE_ARGS="-DGGML_CUDA=on" for NVIDIA GPUs)',
-            ) from None
+            raise engine_missing() from None
 
         class _PageHandler(llamacpp_patches.PageHandoff, MTMDChatHandler):
             """Thinking off; page images handed over as bytes where the patches apply."""
@@ -92,20 +111,14 @@ class LlamaCppBackend:
                     **extra,
                 )
         except (ValueError, RuntimeError) as error:
-            raise BackendError(
-                f"llama.cpp could not load {Path(model_path).name}: {error}",
-                "check that the GGUF and its mmproj belong together",
-            ) from None
+            raise model_load_error(model_path, error) from None
         try:
             # The projector too, now: the handler would load it on the first page, and a
             # damaged mmproj would then fail every page instead of the load.
             llamacpp_patches.load_projector(handler, self._llm)
         except (ValueError, RuntimeError) as error:
             self.close()
-            raise BackendError(
-                f"llama.cpp could not load the vision projector {Path(mmproj_path).name}: {error}",
-                "the file may be truncated or damaged: download it again, or pass the mmproj made for this model",
-            ) from None
+            raise projector_load_error(mmproj_path, error) from None
         self._handler = handler
         self.n_ctx = n_ctx
 

@@ -65,8 +65,8 @@ from PIL import Image
 
 from qwenocr.engines import llamacpp_patches
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
-from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS
-from qwenocr.errors import BackendError, EngineMissingError
+from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS, engine_missing, model_load_error, projector_load_error
+from qwenocr.errors import BackendError
 
 # llama-cpp-python's `Llama` defaults, which the single-page engine runs with: the image
 # and prompt are evaluated in batches of this many tokens, so keeping it keeps prefill the
@@ -232,10 +232,7 @@ class LlamaCppBatchBackend:
             import llama_cpp.mtmd_cpp as mtmd
             from llama_cpp import llama_chat_format
         except ImportError:
-            raise EngineMissingError(
-                "the llama.cpp engine (llama-cpp-python) is not installed",
-                'install it with: pip install "qwenocr[llama]" (add CMAKE_ARGS="-DGGML_CUDA=on" for NVIDIA GPUs)',
-            ) from None
+            raise engine_missing() from None
         self._lib = lib
         self._mtmd = mtmd
         self.concurrency = batch
@@ -270,10 +267,7 @@ class LlamaCppBatchBackend:
             self._model = lib.llama_model_load_from_file(str(model_path).encode("utf-8"), params)
         if not self._model:
             self._model = None
-            raise BackendError(
-                f"llama.cpp could not load {Path(model_path).name}: Failed to load model from file: {model_path}",
-                "check that the GGUF and its mmproj belong together",
-            )
+            raise model_load_error(model_path, f"Failed to load model from file: {model_path}")
         try:
             self._open(mmproj_path, batch, n_ctx, n_threads, llama_chat_format)
         except BaseException:
@@ -329,10 +323,7 @@ class LlamaCppBatchBackend:
         self._mctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), self._model, mparams)
         if not self._mctx or not mtmd.mtmd_support_vision(self._mctx):
             reason = f"Failed to load mtmd context from: {mmproj_path}" if not self._mctx else "no vision"
-            raise BackendError(
-                f"llama.cpp could not load the vision projector {Path(mmproj_path).name}: {reason}",
-                "the file may be truncated or damaged: download it again, or pass the mmproj made for this model",
-            )
+            raise projector_load_error(mmproj_path, reason)
         self._marker = mtmd.mtmd_default_marker().decode("utf-8")
 
         self._piece_buffer = ctypes.create_string_buffer(PIECE_BUFFER)
