@@ -141,6 +141,33 @@ TOWERS = {
 # Which catalog variants each tower build stands for.
 TOWER_VARIANTS = {"0.8B": ["0.8B"], "4B": ["2B", "4B"], "9B": ["9B", "27B", "35B-A3B", "122B-A10B", "397B-A17B"]}
 
+# The 9B and 27B text configs, for benchmarks/real_shapes_gguf.py (which writes their GGUFs
+# directly; its docstring gives the public sources). Only what differs from the 0.8B.
+TEXT_9B: Dict[str, Any] = {
+    **TEXT_0_8B,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 32,
+    "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "linear_num_value_heads": 32,
+    "tie_word_embeddings": False,
+}
+TEXT_27B: Dict[str, Any] = {
+    **TEXT_0_8B,
+    "hidden_size": 5120,
+    "intermediate_size": 17408,
+    "num_hidden_layers": 64,
+    "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 16,
+    "num_attention_heads": 24,
+    "num_key_value_heads": 4,
+    "linear_num_value_heads": 48,
+    "tie_word_embeddings": False,
+}
+TEXT = {"0.8B": TEXT_0_8B, "9B": TEXT_9B, "27B": TEXT_27B}
+TEXT_TOWER = {"0.8B": "0.8B", "9B": "9B", "27B": "9B"}
+
 BUILDS: Dict[str, Dict[str, Any]] = {
     "qwen3.5-0.8B": {"text": TEXT_0_8B, "vision": TOWERS["0.8B"], "q8": True, "tower": "0.8B"},
     **{f"tower-{k}": {"text": None, "vision": v, "q8": False, "tower": k} for k, v in TOWERS.items()},

@@ -57,6 +57,7 @@ import ctypes
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Counter, Deque, Dict, List, Optional, Tuple
@@ -250,6 +251,10 @@ class LlamaCppBatchBackend:
         self._broken: Optional[str] = None
         # Pages admitted per sequence id so far (continuous batching reuses them).
         self.admissions: Counter[int] = collections.Counter()
+        # Where the scheduler's time went (benchmarks/bench_batch.py reports it): seconds in
+        # prefills (image encode + prompt, one page at a time) and in shared decode steps,
+        # the steps taken and the page-tokens they decoded.
+        self.stats: Dict[str, float] = {"prefill_s": 0.0, "decode_s": 0.0, "steps": 0, "step_tokens": 0}
 
         llamacpp_patches.install(verbose)
         lib.llama_backend_init()
@@ -488,7 +493,9 @@ class LlamaCppBatchBackend:
                             self.admissions[seq] += 1
                 while admitted:
                     request, seq = admitted[0]
+                    started = time.perf_counter()
                     sequence = self._admit(request, seq)
+                    self.stats["prefill_s"] += time.perf_counter() - started
                     if sequence is not None and not self._first(sequence):
                         live.append(sequence)
                     else:
@@ -500,7 +507,12 @@ class LlamaCppBatchBackend:
                     self._release(sequence.seq, sequence)
                     free.append(sequence.seq)
                 if live:
-                    for sequence in self._step(live):
+                    started, tokens = time.perf_counter(), len(live)
+                    ended = self._step(live)
+                    self.stats["decode_s"] += time.perf_counter() - started
+                    self.stats["steps"] += 1
+                    self.stats["step_tokens"] += tokens
+                    for sequence in ended:
                         live.remove(sequence)
                         self._release(sequence.seq, sequence)
                         free.append(sequence.seq)

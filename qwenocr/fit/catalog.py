@@ -280,8 +280,11 @@ VARIANTS: Tuple[Variant, ...] = (
     _large("397B-A17B", 397, 17, True, 60, 2, 4096, (810, 512, 214), (794, 220), "8x H100 or Mac M3 Ultra (256GB)"),
 )
 
-# The Gated DeltaNet value heads public configs give (see deltanet_state_bytes_per_layer).
-_DELTANET_VALUE_HEADS = {"0.8B": 16, "35B-A3B": 32}
+# The Gated DeltaNet value heads public configs give (see deltanet_state_bytes_per_layer):
+# 0.8B and 35B-A3B from their config.json; 9B (32) from public copies of its text config;
+# 27B (48) from several verbatim copies of its config.json (benchmarks/real_shapes_gguf.py
+# lists them). The others keep the upper bound.
+_DELTANET_VALUE_HEADS = {"0.8B": 16, "9B": 32, "27B": 48, "35B-A3B": 32}
 VARIANTS = tuple(
     replace(v, deltanet_value_heads=_DELTANET_VALUE_HEADS[v.name]) if v.name in _DELTANET_VALUE_HEADS else v
     for v in VARIANTS
