@@ -9,6 +9,8 @@ at a time, at the size `RenderSettings` asks for (sizing.py).
 Every failure a user's file can cause is an `InputError` (or `EncryptedError`) with one
 line saying what is wrong and what to do; nothing here lets an OS, PDFium or Pillow
 exception through. `parse_page_ranges` reads `--pages` against a document's page count.
+`page_readers` gives the scan several readers of one document, to render pages in
+parallel where that helps (a guarded PDF: one child process each).
 
 Imports go one way: document -> renderguard -> pdf -> base/sizing, and images -> base/sizing.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "RenderSettings",
     "image_tokens",
     "open_document",
+    "page_readers",
     "parse_page_ranges",
     "sniff_kind",
 ]
@@ -140,3 +143,22 @@ def open_document(
     if kind == "pdf":
         return GuardedPdfDocument(source, name, password, timeout)
     return ImageDocument(source, name)
+
+
+def page_readers(document: Document, count: int) -> List[Document]:
+    """Up to `count` readers of `document` that can render pages at the same time:
+    `document` itself first, then readers of their own that the caller must close.
+
+    Only a guarded PDF has more than one: each further reader renders in a child process
+    of its own. A PDF rendered in this process (`--render-timeout 0`) is serialised by
+    PDFium's lock, and an image is decoded in this process by Pillow from one open file
+    (a frame is a seek on it, cheap next to any model's page): one reader each.
+    """
+    readers: List[Document] = [document]
+    if isinstance(document, GuardedPdfDocument):
+        while len(readers) < count:
+            reader = document.reader()
+            if reader is None:
+                break
+            readers.append(reader)
+    return readers

@@ -20,6 +20,13 @@ child's address space is capped (`CHILD_ADDRESS_SPACE`), so a bomb fails there, 
 instead of pushing the machine into swap. Without a timeout (`--render-timeout 0`) the
 document is a plain in-process `PdfDocument`, as the user asked.
 
+When several pages are in flight (a batching engine, a server), the scan reads one
+document through several children at once: `GuardedPdfDocument.reader()` hands out a
+second reader of the same PDF, with a child of its own (it opens the document there at
+its first request: a path is opened by name, stdin's bytes travel again, the password in
+the pipe as always). Each child has its own deadline and its own fate: a page that
+times out or crashes one costs that page, and the other readers go on.
+
 The common path stays fast: children are reused. A document's child serves its open,
 every page and every text layer; when the document is closed, a healthy child goes back
 to a small pool and opens the next document (so checking 1,000 inputs and then scanning
@@ -95,16 +102,23 @@ class GuardedPdfDocument(Document):
         name: str,
         password: Optional[str] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
+        page_count: Optional[int] = None,
     ):
+        """`page_count` given: the document was opened already (by the reader this one
+        is a `reader()` of); the child opens it at the first request."""
         self.name = name
         self._source = source
         self._password = password
+        self._timeout = timeout
         self._local: Optional[PdfDocument] = None
         self._worker: Optional[RenderWorker] = None
         self._lock = threading.Lock()  # guards the lazy in-process open
         if timeout is None:
             self._local = PdfDocument(source, name, password)
             self.page_count = self._local.page_count
+        elif page_count is not None:
+            self._worker = RenderWorker(source, name, password, timeout, use_spare=False)
+            self.page_count = page_count
         else:
             worker = RenderWorker(source, name, password, timeout)
             try:
@@ -113,6 +127,15 @@ class GuardedPdfDocument(Document):
                 worker.release()
                 raise
             self._worker = worker
+
+    def reader(self) -> Optional[GuardedPdfDocument]:
+        """Another reader of this PDF, with a child process of its own, for rendering
+        pages in parallel; the caller closes it. None when this one renders in this
+        process (`timeout` None): PDFium serialises every call here (pdf.PDFIUM_LOCK),
+        so a second in-process reader would render nothing sooner."""
+        if self._worker is None or self._timeout is None:
+            return None
+        return GuardedPdfDocument(self._source, self.name, self._password, self._timeout, self.page_count)
 
     def render(self, number: int, settings: RenderSettings) -> Image.Image:
         if self._worker is not None and settings.timeout is not None:
@@ -143,9 +166,14 @@ class GuardedPdfDocument(Document):
 class RenderWorker:
     """A child process holding one PDF open; each request waits at most `timeout` seconds."""
 
-    def __init__(self, source: Union[Path, bytes], name: str, password: Optional[str], timeout: float):
+    def __init__(
+        self, source: Union[Path, bytes], name: str, password: Optional[str], timeout: float, use_spare: bool = True
+    ):
         self.name = name
         self.timeout = timeout
+        # A document's first reader may take the child started ahead for it (`prestart`);
+        # further readers of the same document leave it to the next document.
+        self._use_spare = use_spare
         self.page_count = 0
         self._source = source
         self._password = password
@@ -268,7 +296,7 @@ class RenderWorker:
             return
         if self._proc is not None:  # died between pages: start again, as after a timeout
             self._kill()
-        self._proc = _take_child() or _spawn()
+        self._proc = _take_child(self._use_spare) or _spawn()
         self._opened = False
         data = self._source if isinstance(self._source, bytes) else None
         self._send(
@@ -403,13 +431,15 @@ def _start_spare() -> None:
         _spare = None
 
 
-def _take_child() -> Optional[subprocess.Popen]:
+def _take_child(use_spare: bool = True) -> Optional[subprocess.Popen]:
     """An idle child (one that served a document before, or the spare), or None."""
     global _spare, _spares_wanted
     while True:
         with _spare_lock:
             if _pool:
                 proc: Optional[subprocess.Popen] = _pool.pop()
+            elif not use_spare:
+                return None
             else:
                 proc, _spare = _spare, None
                 if proc is not None:

@@ -4,9 +4,18 @@
 prints; it reports through the `Events` callbacks (the CLI turns them into progress).
 
 Why it is shaped this way:
-- A render thread prepares the next page while the model works on the current one;
-  the queue between them is bounded, so memory stays flat however many pages there
-  are (no list of page images is ever built).
+- Render threads prepare the next pages while the model works on the current ones.
+  With one page at the model, one thread renders one page ahead (the rendering itself
+  happens in the document's guarded child process). With several (`concurrency` > 1: a
+  server, llama.cpp's `--batch`), pages finish every fraction of a second and one child
+  rendering page after page becomes the bottleneck: R threads then render at once, each
+  through a reader with a child process of its own (`pages.document.page_readers`), R
+  sized to the pages in flight and the cores (`render_workers`). Pages are handed out in
+  order and yielded in order.
+- Memory stays flat however many pages there are: a page takes one of in_flight + R
+  permits before it is rendered and gives it back once the model is done with its
+  image (at once when it needs no model), so at most in_flight + R page images are
+  alive at any time (no list of page images is ever built).
 - Local engines take one page at a time; a server backend declares `concurrency` > 1
   and several pages are then in flight, their results still yielded in page order.
 - Every finished page goes to the checkpoint before it is yielded, so an interrupted
@@ -19,20 +28,21 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import queue
+import logging
+import os
 import re
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from PIL import Image
 
 from qwenocr.engines.base import Backend, GenerationSettings
 from qwenocr.errors import EngineCrashedError, QwenOCRError
-from qwenocr.pages.document import Document, RenderSettings, image_tokens
+from qwenocr.pages.document import Document, RenderSettings, image_tokens, page_readers
 from qwenocr.scan.results import BLANK, ERROR, OK, REPETITION, TIMEOUT, TRUNCATED, PageResult
 
 DEFAULT_PROMPT = (
@@ -61,6 +71,9 @@ class ScanOptions:
     # "ocr": always the model; "text": only the PDF's own text layer; "auto": the text
     # layer where it is present and trustworthy, the model for the other pages.
     mode: str = "ocr"
+    # Pages rendered at once: None sizes it to the pages in flight and the cores
+    # (`render_workers`); a number asks for exactly that many (tests, benchmarks).
+    render_workers: Optional[int] = None
 
 
 @dataclass
@@ -71,6 +84,67 @@ class Events:
     tokens: Callable[[int], None] = lambda count: None  # new tokens generated
     page_done: Callable[[PageResult], None] = lambda result: None
     notice: Callable[[str], None] = lambda message: None  # something the user should know now
+
+
+log = logging.getLogger(__name__)
+
+# Render workers (child processes) for one document, and for all documents of a run
+# together. Each child takes about 80 MiB with 300-dpi scans; four render 1536-token
+# pages far faster than a batch of 8 on a GPU finishes them (benchmarks/bench_render.py).
+MAX_RENDER_WORKERS = 4
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def render_workers(in_flight: int, cores: Optional[int] = None) -> int:
+    """Pages rendered at once when `in_flight` pages can be at the model at once.
+
+    One when the model takes one page at a time: a page renders in tens of
+    milliseconds, a model page takes seconds, and one page ahead keeps it busy. With
+    several in flight: no more than the pages in flight, half the cores but at least two,
+    never more than the cores or MAX_RENDER_WORKERS. Half, because the engine needs its
+    cores (all of them on a CPU) and this process receives and checks every page; at
+    least two, because rendering takes no more CPU time in two processes than in one
+    (it only happens sooner, within the bound on pages ahead), and two render 300-dpi
+    scans 1.95x as fast as one even on a 2-core machine (benchmarks/bench_render.py).
+    """
+    if in_flight <= 1:
+        return 1
+    cores = cores or available_cores()
+    return max(1, min(in_flight, cores, max(2, cores // 2), MAX_RENDER_WORKERS))
+
+
+class _ExtraRenderers:
+    """Render workers beyond each document's own, shared by every document of the process.
+
+    A server backend keeps several documents in flight at once (scan/run.py), each of
+    which renders through its own child already: the extra readers are shared among
+    them, so that the run as a whole never renders more than `render_workers` allows.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used = 0
+
+    def claim(self, wanted: int, limit: int) -> int:
+        """Up to `wanted` extra workers, the run's total kept within `limit`; how many."""
+        with self._lock:
+            granted = max(0, min(wanted, limit - self._used))
+            self._used += granted
+            return granted
+
+    def release(self, count: int) -> None:
+        with self._lock:
+            self._used -= count
+
+
+_extra_renderers = _ExtraRenderers()
 
 
 class _Rendered:
@@ -137,18 +211,41 @@ def run_document(
     """Yield a PageResult for each page number, in order."""
     events = events or Events()
     in_flight = max(1, backend.concurrency)
-    rendered: "queue.Queue[Optional[_Rendered]]" = queue.Queue(maxsize=in_flight + 1)
-    stop = threading.Event()
+    count = len(page_numbers)
+    forced = options.render_workers is not None
+    wanted = max(1, min(options.render_workers or render_workers(in_flight), count))
+    # Sized here: within the run's share of extra readers. Asked for: exactly that many.
+    extra = wanted - 1 if forced else _extra_renderers.claim(wanted - 1, wanted - 1)
+    # A render without a deadline runs in this process (--render-timeout 0), where PDFium
+    # serialises every call: one reader then.
+    readers = page_readers(document, 1 + extra if options.render.timeout is not None else 1)
+    claimed = 0 if forced else len(readers) - 1  # the run's share: what this document really has
+    if not forced:
+        _extra_renderers.release(extra - claimed)
+    if in_flight > 1 or len(readers) > 1:
+        log.info(f"{document.name}: {in_flight} pages in flight, {len(readers)} rendered at a time")
 
-    def prepare(number: int) -> _Rendered:
+    # A page holds a permit from before it is rendered until the model is done with its
+    # image: at most in_flight + R page images alive, however long the document.
+    permits = threading.Semaphore(in_flight + len(readers))
+    handout = threading.Lock()  # the next page to hand out, in order
+    cursor = [0]
+    ready: Dict[int, _Rendered] = {}  # by index in page_numbers, until the consumer takes it
+    arrived = threading.Condition()
+    stop = threading.Event()
+    # What broke a render thread, if anything did: the consumer raises it, so that a bug
+    # there ends the run as an error instead of as a complete document with pages missing.
+    broken: List[BaseException] = []
+
+    def prepare(reader: Document, number: int) -> _Rendered:
         record = checkpoint.get(number) if checkpoint is not None else None
         if record is not None:
             return _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
         try:
-            from_text = _from_text_layer(document, number, options.mode)
+            from_text = _from_text_layer(reader, number, options.mode)
             if from_text is not None:
                 return _Rendered(number, cached=from_text)
-            image = document.render(number, options.render)
+            image = reader.render(number, options.render)
             # Blank detection runs here, beside the model rather than before it, so it
             # costs no wall time.
             if options.skip_blank and _is_blank(image):
@@ -159,47 +256,60 @@ def run_document(
         except Exception as error:  # a page pdfium or Pillow chokes on
             return _Rendered(number, error=f"page {number} could not be rendered: {error}")
 
-    def put(item: Optional[_Rendered]) -> None:
-        """Queue an item; give up when the consumer has stopped."""
+    def take_permit() -> bool:
+        """A permit, waited for; False when the consumer has stopped."""
         while not stop.is_set():
-            try:
-                rendered.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+            if permits.acquire(timeout=0.1):
+                return True
+        return False
 
-    # What broke the render thread, if anything did: the consumer raises it, so that a bug
-    # there ends the run as an error instead of as a complete document with pages missing.
-    broken: List[BaseException] = []
-
-    def produce() -> None:
+    def render_pages(reader: Document) -> None:
         try:
-            for number in page_numbers:
-                if stop.is_set():
-                    return
-                put(prepare(number))
+            while take_permit():
+                with handout:
+                    index = cursor[0]
+                    if stop.is_set() or index >= count:
+                        permits.release()
+                        return
+                    cursor[0] += 1
+                item = prepare(reader, page_numbers[index])
+                with arrived:
+                    ready[index] = item
+                    arrived.notify_all()
         except BaseException as error:  # noqa: B036 - handed to the consumer thread, which raises it
-            broken.append(error)
-        finally:
-            put(None)
+            with arrived:
+                broken.append(error)
+                arrived.notify_all()
 
-    producer = threading.Thread(target=produce, name="qwenocr-render", daemon=True)
-    producer.start()
+    renderers = [
+        threading.Thread(target=render_pages, args=(reader,), name=f"qwenocr-render-{i}", daemon=True)
+        for i, reader in enumerate(readers)
+    ]
+    for thread in renderers:
+        thread.start()
 
     def items() -> Iterator[_Rendered]:
-        while True:
-            item = rendered.get()
-            if item is None:
-                if broken:
-                    raise broken[0]
-                return
+        for index in range(count):
+            with arrived:
+                while index not in ready:
+                    if broken:
+                        raise broken[0]
+                    arrived.wait()
+                item = ready.pop(index)
+            if item.image is None:  # no model work holds it: its permit goes back now
+                permits.release()
             yield item
 
     def finish(item: _Rendered) -> PageResult:
         if item.cached is not None:
             return item.cached
-        events.page_started(item.number)
-        result = process_page(item, backend, options, events)
+        try:
+            events.page_started(item.number)
+            result = process_page(item, backend, options, events)
+        finally:
+            if item.image is not None:  # the model is done with it: the image goes, then its permit
+                item.image = None
+                permits.release()
         if checkpoint is not None and not result.failed:
             checkpoint.put(result.number, result.to_record())
         return result
@@ -225,7 +335,16 @@ def run_document(
                     yield result
     finally:
         stop.set()
-        producer.join(timeout=5)
+        with arrived:
+            arrived.notify_all()
+        # The extra readers first: closing one ends a page it is waiting for (its child is
+        # killed), so that an interrupt or an error stops every render at once. The
+        # document's own reader is closed by its owner.
+        for reader in readers[1:]:
+            reader.close()
+        for thread in renderers:
+            thread.join(timeout=5)
+        _extra_renderers.release(claimed)
 
 
 def _is_blank(image: Image.Image) -> bool:
