@@ -299,6 +299,34 @@ def test_each_page_keeps_its_own_max_tokens(models, dense):
         assert generation.finish_reason == ("length" if generation.output_tokens == limit else "stop")
 
 
+def test_a_gap_left_by_a_finished_page_is_closed_with_the_same_text(models):
+    """Page A takes sequence 0 and B sequence 1; A ends first with nothing waiting, so B
+    moves to sequence 0 (its KV stream copied, its recurrent state shared) and goes on
+    there: its text must be the single-page engine's."""
+    pages = _pages()[:2]
+    settings = [replace(SAMPLED, max_tokens=3), replace(SAMPLED, max_tokens=20)]
+    single = _single(models["dense"])
+    try:
+        expected = [single.generate(page, PROMPT, s) for page, s in zip(pages, settings, strict=True)]
+    finally:
+        single.close()
+    two = _batched(models["dense"], 2)
+    results: Dict[int, Generation] = {}
+    try:
+        first = threading.Thread(target=lambda: results.setdefault(0, two.generate(pages[0], PROMPT, settings[0])))
+        first.start()
+        while sum(two.admissions.values()) < 1:  # A holds sequence 0 before B asks
+            threading.Event().wait(0.01)
+        results[1] = two.generate(pages[1], PROMPT, settings[1])
+        first.join()
+        assert dict(two.admissions) == {0: 1, 1: 1}
+        assert two.stats["moves"] == 1
+    finally:
+        two.close()
+    assert [results[0].text, results[1].text] == [g.text for g in expected]
+    assert results[1].output_tokens == 20
+
+
 def test_the_pipelines_retry_settings_give_the_single_page_engines_text(models, dense):
     engine, _ = dense
     pages = _pages()[:4]

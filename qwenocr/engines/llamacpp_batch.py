@@ -18,7 +18,8 @@ into one context with `n_seq_max = batch` sequences, and keeps up to `batch` pag
   generation token ("stop"), at `max_tokens` ("length"), or when its caller's `on_piece`
   returns False ("aborted"); its sequence is then removed from the memory
   (`llama_memory_seq_rm(mem, seq, -1, -1)`: KV cells and recurrent state) and the next
-  waiting page takes it (continuous batching).
+  waiting page takes it (continuous batching). When none waits, the highest live
+  sequence moves into the gap (`_compact`), so that a step stays one micro-batch.
 
 Memory. The context holds `batch` x `n_ctx` tokens with `kv_unified = False`: llama.cpp
 then gives every sequence its own KV stream of `n_ctx_seq = n_ctx` cells (what
@@ -254,7 +255,8 @@ class LlamaCppBatchBackend:
         # Where the scheduler's time went (benchmarks/bench_batch.py reports it): seconds in
         # prefills (image encode + prompt, one page at a time) and in shared decode steps,
         # the steps taken and the page-tokens they decoded.
-        self.stats: Dict[str, float] = {"prefill_s": 0.0, "decode_s": 0.0, "steps": 0, "step_tokens": 0}
+        # `moves`: sequences moved to close a gap in the ids (_compact).
+        self.stats: Dict[str, float] = {"prefill_s": 0.0, "decode_s": 0.0, "steps": 0, "step_tokens": 0, "moves": 0}
 
         llamacpp_patches.install(verbose)
         lib.llama_backend_init()
@@ -506,6 +508,10 @@ class LlamaCppBatchBackend:
                     live.remove(sequence)
                     self._release(sequence.seq, sequence)
                     free.append(sequence.seq)
+                with self._cond:
+                    nothing_waits = not self._waiting
+                if nothing_waits:
+                    self._compact(live, free)
                 if live:
                     started, tokens = time.perf_counter(), len(live)
                     ended = self._step(live)
@@ -668,8 +674,8 @@ class LlamaCppBatchBackend:
         """One decode for every live sequence; return those whose page ended."""
         lib, batch = self._lib, self._batch
         # With a KV stream per sequence, llama.cpp puts sequences in one micro-batch only
-        # while their ids follow each other (0, 1, 2...) in the batch; a gap (a page
-        # ended, none waiting) splits the step into several, slower but the same text.
+        # while their ids follow each other (0, 1, 2...) in the batch; a gap would split
+        # the step into several, slower but the same text: _compact closes the gaps.
         live.sort(key=lambda sequence: sequence.seq)
         for index, sequence in enumerate(live):
             batch.token[index] = sequence.pending
@@ -695,6 +701,27 @@ class LlamaCppBatchBackend:
                 sequence.request.events.put(("error", f"llama.cpp failed on this page: {error}"))
                 ended.append(sequence)
         return ended
+
+    def _compact(self, live: List[_Sequence], free: List[int]) -> None:
+        """Close the gaps in the live sequences' ids, when no page waits to fill them.
+
+        A step keeps its sequences in one micro-batch only while their ids follow each
+        other (see _step): after a page ends with none waiting (a document's last pages),
+        ids 0, 2, 3 would decode as two micro-batches, at about twice a step's cost. The
+        highest live sequence moves into the lowest free id instead: its KV stream is
+        copied (llama.cpp copies a whole stream between streams before the next decode)
+        and its recurrent state cell is shared, then the old id is removed. The tokens,
+        positions and sampler go with the page: the same text.
+        """
+        while live and free and min(free) < max(sequence.seq for sequence in live):
+            target = min(free)
+            moving = max(live, key=lambda sequence: sequence.seq)
+            self._lib.llama_memory_seq_cp(self._mem, moving.seq, target, -1, -1)
+            self._lib.llama_memory_seq_rm(self._mem, moving.seq, -1, -1)
+            free.remove(target)
+            free.append(moving.seq)
+            moving.seq = target
+            self.stats["moves"] += 1
 
     def _release(self, seq: int, sequence: Optional[_Sequence]) -> None:
         """Free sequence `seq`: its KV cells and recurrent state, and its sampler chain."""
