@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qwenocr"
 # What each room may import (itself included). The foundation is the package's top-level
 # modules: errors, interrupts, atomic io, the stdout guard, the console.
 ALLOWED: Dict[str, Set[str]] = {
-    "cli": {"cli", "scan", "store", "fit", "eval", "engines", "pages", "foundation"},
-    "scan": {"scan", "store", "fit", "engines", "pages", "foundation"},
+    "cli": {"cli", "scan", "store", "fit", "eval", "engines", "pages", "layout", "foundation"},
+    "scan": {"scan", "store", "fit", "engines", "pages", "layout", "foundation"},
     "store": {"store", "fit", "foundation"},
     "fit": {"fit", "engines", "pages", "foundation"},
     "eval": {"eval", "foundation"},
     "engines": {"engines", "foundation"},
-    "pages": {"pages", "foundation"},
+    "pages": {"pages", "layout", "foundation"},
+    "layout": {"layout", "foundation"},
     "foundation": {"foundation"},
 }
 ENTRY_POINTS = {"qwenocr.__main__"}  # `python -m qwenocr` runs the CLI: it sits above everything

@@ -58,6 +58,11 @@ class ScanBackend(str, enum.Enum):
     openai = "openai"
 
 
+class LayoutCoords(str, enum.Enum):
+    relative = "relative"
+    absolute = "absolute"
+
+
 class ScanMode(str, enum.Enum):
     auto = "auto"
     ocr = "ocr"
@@ -105,6 +110,31 @@ def scan_command(
             case_sensitive=False,
         ),
     ] = ScanMode.ocr,
+    layout: Annotated[
+        bool,
+        typer.Option(
+            "--layout/--no-layout",
+            help="Ask the model for the page's layout (HTML with a box per element): JSON/JSONL pages gain"
+            " `blocks` (type, box in PDF points, text), and the Markdown is built from them.",
+        ),
+    ] = False,
+    layout_coords: Annotated[
+        LayoutCoords,
+        typer.Option(
+            "--layout-coords",
+            help="How the model gives boxes with --layout: relative (0-1000, Qwen3-VL's way) or absolute"
+            " (pixels of the page image, Qwen2.5-VL's).",
+            case_sensitive=False,
+        ),
+    ] = LayoutCoords.relative,
+    drop_headers_footers: Annotated[
+        bool,
+        typer.Option(
+            "--drop-headers-footers/--keep-headers-footers",
+            help="With --layout: leave running headers, footers and page numbers out of the Markdown (the JSON"
+            " keeps them as blocks).",
+        ),
+    ] = False,
     backend: Annotated[
         Optional[ScanBackend],
         typer.Option(
@@ -250,7 +280,7 @@ def scan_command(
     from qwenocr.errors import OutputError
     from qwenocr.fit.plan import check_family, check_family_variant
     from qwenocr.pages.document import RenderSettings
-    from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions
+    from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions, layout_prompt
     from qwenocr.scan.progress import Reporter
     from qwenocr.scan.request import ScanRequest
     from qwenocr.scan.run import run_scan
@@ -264,12 +294,15 @@ def scan_command(
     if output is None and stdio.stdout_was_closed():  # `>&-`: refuse now, not after the work
         raise OutputError("stdout is closed, so the document has nowhere to go", "give -o FILE, or leave stdout open")
     options = ScanOptions(
-        prompt=prompt or DEFAULT_PROMPT,
+        prompt=prompt or (layout_prompt(layout_coords.value) if layout else DEFAULT_PROMPT),
         generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),
         render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi, timeout=render_timeout or None),
         page_timeout=page_timeout,
         skip_blank=skip_blank,
         mode=mode.value,
+        layout=layout,
+        layout_coords=layout_coords.value,
+        drop_headers_footers=drop_headers_footers,
     )
     family = check_family(family)
     if variant is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from qwenocr.errors import InputError, UsageError
 from qwenocr.pages.base import Document, display_name
@@ -36,6 +36,7 @@ __all__ = [
     "RenderSettings",
     "image_tokens",
     "open_document",
+    "page_geometry",
     "page_readers",
     "parse_page_ranges",
     "sniff_kind",
@@ -143,6 +144,18 @@ def open_document(
     if kind == "pdf":
         return GuardedPdfDocument(source, name, password, timeout)
     return ImageDocument(source, name)
+
+
+def page_geometry(document: Document, number: int) -> Optional[Tuple[float, float, int]]:
+    """Page `number`'s size in PDF points as displayed (after /Rotate, as rendered) and its
+    rotation in degrees clockwise; None for an image input (its boxes stay in pixels).
+    Read-only; layout mode maps the model's boxes with it (qwenocr/layout/coords.py). A
+    guarded PDF asks its render child (renderguard's `geometry` request)."""
+    own = getattr(document, "page_geometry", None)
+    if not callable(own):
+        return None
+    width, height, rotation = own(number)
+    return width, height, rotation
 
 
 def page_readers(document: Document, count: int) -> List[Document]:

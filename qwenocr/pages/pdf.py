@@ -103,6 +103,20 @@ class PdfDocument(Document):
             image = image.resize((w, h), Image.Resampling.LANCZOS)
         return image
 
+    def page_geometry(self, number: int) -> tuple[float, float, int]:
+        """Page `number`'s size in points as displayed (after its /Rotate: what `render`
+        draws) and its rotation in degrees clockwise. Read-only; layout mode maps the
+        model's boxes with it (qwenocr/layout/coords.py)."""
+        with PDFIUM_LOCK:
+            page = self._load_page(number)
+            try:
+                width, height = page.get_size()  # PDFium swaps the sides for a quarter turn
+                return float(width), float(height), int(page.get_rotation())
+            except self._pdfium.PdfiumError as error:
+                raise InputError(f"{self.name}: page {number}: its size could not be read ({error})") from None
+            finally:
+                page.close()
+
     def text_layer(self, number: int) -> PageText:
         """The page's text and its geometry, read under the lock; the page is closed again."""
         from qwenocr.pages.textlayer import extract

@@ -36,7 +36,7 @@ back as raw RGB bytes over a pipe (10-40 ms for a 1536-token page on a 2-core ma
 a text layer as one JSON line. Measured in docs/troubleshooting.md.
 
 Protocol, parent to child: one JSON line per request (`open`, `render`, `text`,
-`close`), the `open` line followed by the document's bytes when it came from stdin.
+`geometry`, `close`), the `open` line followed by the document's bytes when it came from stdin.
 Child to parent: one JSON line per answer (none for `close`), followed by `bytes` bytes
 of payload when it says so (a page's pixels). The password travels in the pipe, never on
 a command line.
@@ -147,6 +147,12 @@ class GuardedPdfDocument(Document):
             return self._worker.text_layer(number)
         return self._in_process().text_layer(number)
 
+    def page_geometry(self, number: int) -> tuple[float, float, int]:
+        """Page `number`'s size in points as displayed and its /Rotate (PdfDocument.page_geometry)."""
+        if self._worker is not None:
+            return self._worker.page_geometry(number)
+        return self._in_process().page_geometry(number)
+
     def _in_process(self) -> PdfDocument:
         with self._lock:
             if self._local is None:
@@ -227,6 +233,10 @@ class RenderWorker:
             image_fraction=float(answer["image_fraction"]),
             path_objects=int(answer["path_objects"]),
         )
+
+    def page_geometry(self, number: int) -> tuple[float, float, int]:
+        answer, _ = self._request(number, {"op": "geometry", "page": number}, "to read its size", None)
+        return float(answer["width"]), float(answer["height"]), int(answer["rotation"])
 
     def _request(self, number: int, request: dict, doing: str, timeout: Optional[float]) -> tuple[dict, bytes]:
         limit = timeout if timeout is not None else self.timeout
@@ -587,11 +597,16 @@ def _child(parent: int) -> int:
             if op == "text":
                 answer(_text_answer(document, number))
                 continue
+            if op == "geometry":
+                width, height, rotation = document.page_geometry(number)
+                answer({"ok": True, "width": width, "height": height, "rotation": rotation})
+                continue
             settings = RenderSettings(request["max_image_tokens"], request["dpi"], request["engine_max_tokens"])
             image = document.render(number, settings)
             answer({"ok": True, "width": image.width, "height": image.height}, image.tobytes())
         except Exception as error:  # noqa: BLE001 - reported to the parent
-            answer(failed(error, f"page {number}" + (" (its text layer)" if op == "text" else " (rendering)")))
+            doing = {"text": " (its text layer)", "geometry": " (its size)"}.get(op, " (rendering)")
+            answer(failed(error, f"page {number}{doing}"))
 
 
 if __name__ == "__main__":

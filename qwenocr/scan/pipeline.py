@@ -42,7 +42,8 @@ from PIL import Image
 
 from qwenocr.engines.base import Backend, GenerationSettings
 from qwenocr.errors import EngineCrashedError, QwenOCRError
-from qwenocr.pages.document import Document, RenderSettings, image_tokens, page_readers
+from qwenocr.layout.coords import PageGeometry
+from qwenocr.pages.document import Document, RenderSettings, image_tokens, page_geometry, page_readers
 from qwenocr.scan.results import BLANK, ERROR, OK, REPETITION, TIMEOUT, TRUNCATED, PageResult
 
 DEFAULT_PROMPT = (
@@ -52,6 +53,28 @@ DEFAULT_PROMPT = (
     "$$...$$ for display). Do not describe images, do not summarise, do not add "
     "anything that is not on the page. If the page has no text, output nothing."
 )
+
+# Layout mode (--layout): Qwen-VL's document-parsing HTML (FACTS §11: the cookbook's
+# "qwenvl html" prompt, with the rules some integrations spell out), boxes on every
+# element. `{coords}` says which convention to use (--layout-coords, layout/coords.py).
+LAYOUT_PROMPT = (
+    "QwenVL HTML. Parse this document page into HTML, in natural reading order. Give every element a"
+    ' data-bbox="x1 y1 x2 y2" attribute: its box {coords}. Use <h1>-<h6> for headings, <p> for'
+    " paragraphs, <ul>/<ol> with <li> for lists, <table> for tables (rowspan and colspan for merged"
+    ' cells), <div class="formula"> with LaTeX for formulas, <div class="image"> for figures and'
+    ' pictures, <div class="caption"> for captions, <header> and <footer> for running headers,'
+    " footers and page numbers. Transcribe all text exactly as written; do not describe images, do"
+    " not add anything that is not on the page. Output only the HTML."
+)
+_LAYOUT_COORDS = {
+    "relative": "in coordinates relative to the image, from 0 to 1000 on each axis",
+    "absolute": "in pixels of the image",
+}
+
+
+def layout_prompt(coords: str = "relative") -> str:
+    """The layout-mode prompt for a coordinate convention ("relative" or "absolute")."""
+    return LAYOUT_PROMPT.format(coords=_LAYOUT_COORDS[coords])
 
 
 def _retry_settings(settings: GenerationSettings) -> GenerationSettings:
@@ -74,6 +97,12 @@ class ScanOptions:
     # Pages rendered at once: None sizes it to the pages in flight and the cores
     # (`render_workers`); a number asks for exactly that many (tests, benchmarks).
     render_workers: Optional[int] = None
+    # Layout mode: the answer is document-parsing HTML, read into `blocks` (qwenocr/layout);
+    # the page's text is the Markdown built from them. The prompt must ask for that HTML
+    # (the CLI puts `layout_prompt(layout_coords)` in `prompt` unless --prompt is given).
+    layout: bool = False
+    layout_coords: str = "relative"  # "relative" (0-1000) or "absolute" (image pixels)
+    drop_headers_footers: bool = False  # left out of the Markdown (kept in `blocks`)
 
 
 @dataclass
@@ -151,13 +180,14 @@ class _Rendered:
     """A page ready for the model, or already finished (checkpoint, text layer), or
     what stopped it from being ready."""
 
-    __slots__ = ("number", "image", "error", "cached")
+    __slots__ = ("number", "image", "error", "cached", "geometry")
 
-    def __init__(self, number, image=None, error=None, cached=None):
+    def __init__(self, number, image=None, error=None, cached=None, geometry=None):
         self.number = number
         self.image: Optional[Image.Image] = image
         self.error: Optional[str] = error
         self.cached: Optional[PageResult] = cached
+        self.geometry: Optional[PageGeometry] = geometry  # layout mode: the page as displayed
 
 
 def _from_text_layer(document: Document, number: int, mode: str) -> Optional[PageResult]:
@@ -240,7 +270,7 @@ def run_document(
     def prepare(reader: Document, number: int) -> _Rendered:
         record = checkpoint.get(number) if checkpoint is not None else None
         if record is not None:
-            return _Rendered(number, cached=replace(PageResult.from_record(record), resumed=True))
+            return _Rendered(number, cached=_resumed(PageResult.from_record(record), options))
         try:
             from_text = _from_text_layer(reader, number, options.mode)
             if from_text is not None:
@@ -250,7 +280,8 @@ def run_document(
             # costs no wall time.
             if options.skip_blank and _is_blank(image):
                 return _Rendered(number, cached=PageResult(number, "", BLANK, source="none", **_size_fields(image)))
-            return _Rendered(number, image=image)
+            geometry = _geometry(reader, number, image) if options.layout else None
+            return _Rendered(number, image=image, geometry=geometry)
         except QwenOCRError as error:
             return _Rendered(number, error=error.one_line())
         except Exception as error:  # a page pdfium or Pillow chokes on
@@ -347,6 +378,50 @@ def run_document(
         _extra_renderers.release(claimed)
 
 
+def _geometry(reader: Document, number: int, image: Image.Image) -> PageGeometry:
+    """The page as displayed, for layout mode: PDF points where the PDF says its size,
+    else (an image input, or a size that could not be read) pixels of the rendered image."""
+    try:
+        found = page_geometry(reader, number)
+    except QwenOCRError as error:  # the page rendered; only its size could not be read
+        log.info(f"page {number}: boxes in image pixels: {error.one_line()}")
+        found = None
+    if found is None:
+        return PageGeometry(float(image.width), float(image.height), unit="px", rotation=None)
+    width, height, rotation = found
+    return PageGeometry(width, height, unit="pt", rotation=rotation)
+
+
+def _with_layout(result: PageResult, geometry: Optional[PageGeometry], image_size, options: ScanOptions) -> None:
+    """Layout mode: the answer read into blocks (page coordinates), the text rebuilt from them."""
+    from qwenocr.layout.blocks import Block
+    from qwenocr.layout.markdown import to_markdown
+    from qwenocr.layout.parse import page_blocks
+
+    if geometry is None:
+        geometry = PageGeometry(float(image_size[0]), float(image_size[1]), unit="px", rotation=None)
+    try:
+        blocks = page_blocks(result.text, image_size, geometry, options.layout_coords)
+    except Exception as error:  # a parser bug must cost the structure, never the page
+        log.warning(f"page {result.number}: the layout could not be read ({error}); kept as text")
+        blocks = [Block("text", text=result.text)] if result.text else []
+    result.blocks = [block.to_dict() for block in blocks]
+    result.extra["layout"] = {**geometry.to_dict(), "coords": options.layout_coords}
+    result.text = to_markdown(blocks, options.drop_headers_footers)
+
+
+def _resumed(result: PageResult, options: ScanOptions) -> PageResult:
+    """A page from the checkpoint; in layout mode its text is rebuilt from its blocks, so
+    that --drop-headers-footers applies to it as to a fresh page."""
+    result = replace(result, resumed=True)
+    if options.layout and result.blocks:
+        from qwenocr.layout.blocks import from_dicts
+        from qwenocr.layout.markdown import to_markdown
+
+        result.text = to_markdown(from_dicts(result.blocks), options.drop_headers_footers)
+    return result
+
+
 def _is_blank(image: Image.Image) -> bool:
     from qwenocr.pages.blank import is_blank
 
@@ -417,6 +492,8 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
         if result.status != REPETITION:
             break
     assert best is not None
+    if options.layout:
+        _with_layout(best, item.geometry, image.size, options)
     best.attempts = attempts
     best.seconds = time.monotonic() - started
     for key, value in size.items():

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from qwenocr.layout.blocks import check_blocks
 
 OK = "ok"
 BLANK = "blank"
@@ -50,6 +52,9 @@ class PageResult:
     image_tokens: Optional[int] = None
     error: Optional[str] = None
     resumed: bool = False  # taken from the checkpoint of an earlier, interrupted run
+    # Layout mode: the page's blocks (qwenocr/layout/blocks.py), in reading order; None
+    # (and no "blocks" key in the record) without it.
+    blocks: Optional[List[dict]] = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +73,8 @@ class PageResult:
         """The JSON shape of a page (also what the checkpoint stores)."""
         record = asdict(self)
         record.pop("extra")
+        if record["blocks"] is None:  # without layout mode the shape is what it always was
+            record.pop("blocks")
         record.update(self.extra)
         return record
 
@@ -118,12 +125,21 @@ _OPTIONAL_FIELDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "image_tokens": (_optional_count, "a count or null"),
     "error": (_optional_str, "a string or null"),
     "resumed": (lambda v: isinstance(v, bool), "true or false"),
+    "blocks": (lambda v: check_blocks(v) is None, "a list of blocks (type, bbox, text or html)"),
 }
 # The extra keys qwenocr itself writes (pipeline.py), with their own fields.
 _TEXT_LAYER_FIELDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "usable": (lambda v: isinstance(v, bool), "true or false"),
     "reason": (lambda v: isinstance(v, str), "a string"),
     "chars": (_count, "a count"),
+}
+# Layout mode's page geometry (pipeline.py): the unit and convention of the blocks' boxes.
+_LAYOUT_FIELDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "width": (_seconds, "a size"),
+    "height": (_seconds, "a size"),
+    "unit": (lambda v: v in ("pt", "px"), "pt or px"),
+    "rotation": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "degrees or null"),
+    "coords": (lambda v: v in ("relative", "absolute"), "relative or absolute"),
 }
 
 
@@ -167,6 +183,19 @@ def checked_record(page: int, record: Any) -> dict:
                 raise InvalidRecord(f"text_layer.{name} is not {what}")
             checked[name] = clean_text(layer[name]) if isinstance(layer[name], str) else layer[name]
         clean["text_layer"] = checked
+    if "layout" in record:
+        layout = record["layout"]
+        if not isinstance(layout, Mapping):
+            raise InvalidRecord("layout is not an object")
+        for name, (valid, what) in _LAYOUT_FIELDS.items():
+            if name not in layout or not valid(layout[name]):
+                raise InvalidRecord(f"layout.{name} is not {what}")
+        clean["layout"] = {name: layout[name] for name in _LAYOUT_FIELDS}
+    if isinstance(clean.get("blocks"), list):  # text that any writer can encode, as for `text`
+        clean["blocks"] = [
+            {key: clean_text(value) if isinstance(value, str) else value for key, value in block.items()}
+            for block in clean["blocks"]
+        ]
     return clean
 
 
