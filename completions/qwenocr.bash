@@ -16,7 +16,7 @@ _qwenocr_options() {
     case "$1" in
         "") echo '--version --help' ;;
         "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --family --offline --max-image-tokens --max-output-tokens --prefer --serve --base-url --quiet -q --verbose -v --debug --help' ;;
-        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --layout --no-layout --layout-coords --drop-headers-footers --keep-headers-footers --backend --base-url --api-model --concurrency --batch --variant --quant --family --prefer --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
+        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --layout --no-layout --layout-coords --drop-headers-footers --keep-headers-footers --figures --backend --base-url --api-model --concurrency --batch --variant --quant --family --prefer --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
         "models") echo --help ;;
         "models list") echo '--backend --all --json --quiet -q --verbose -v --debug --help' ;;
@@ -31,7 +31,7 @@ _qwenocr_options() {
 _qwenocr_takes_value() {
     # $1: a command path, $2: an option; succeeds if the option takes a value
     case "$1 $2" in
-        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --family"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --prefer"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --layout-coords"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --batch"|"scan --variant"|"scan --quant"|"scan --family"|"scan --prefer"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --render-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include"|"models convert --quant"|"models convert --output"|"models convert -o"|"models convert --family") return 0 ;;
+        "doctor --platform"|"doctor --memory"|"doctor --vram"|"doctor --chip"|"doctor --variant"|"doctor --quant"|"doctor --backend"|"doctor --family"|"doctor --max-image-tokens"|"doctor --max-output-tokens"|"doctor --prefer"|"doctor --base-url"|"scan --output"|"scan -o"|"scan --format"|"scan -f"|"scan --pages"|"scan -p"|"scan --max-image-tokens"|"scan --dpi"|"scan --mode"|"scan --layout-coords"|"scan --figures"|"scan --backend"|"scan --base-url"|"scan --api-model"|"scan --concurrency"|"scan --batch"|"scan --variant"|"scan --quant"|"scan --family"|"scan --prefer"|"scan --model"|"scan -m"|"scan --mmproj"|"scan --prompt"|"scan --max-tokens"|"scan --temperature"|"scan --seed"|"scan --page-timeout"|"scan --render-timeout"|"scan --password"|"scan --password-file"|"scan --n-ctx"|"eval --checks"|"eval -c"|"models list --backend"|"models pull --quant"|"models pull --backend"|"models pull --repo"|"models pull --include"|"models rm --quant"|"models rm --backend"|"models rm --repo"|"models rm --include"|"models path --quant"|"models path --backend"|"models path --repo"|"models path --include"|"models convert --quant"|"models convert --output"|"models convert -o"|"models convert --family") return 0 ;;
     esac
     return 1
 }
@@ -58,6 +58,7 @@ _qwenocr_option_values() {
         "scan --dpi") echo @none ;;
         "scan --mode") echo 'auto ocr text' ;;
         "scan --layout-coords") echo 'relative absolute' ;;
+        "scan --figures") echo @file ;;
         "scan --backend") echo 'mlx llama.cpp openai' ;;
         "scan --base-url") echo @none ;;
         "scan --api-model") echo @none ;;

@@ -135,6 +135,15 @@ def scan_command(
             " keeps them as blocks).",
         ),
     ] = False,
+    figures: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--figures",
+            metavar="DIR",
+            help="With --layout: write each figure as a PNG into DIR and link it from the Markdown and JSON"
+            " (default: beside -o's file, in NAME_files/; with stdout output, no files without it).",
+        ),
+    ] = None,
     backend: Annotated[
         Optional[ScanBackend],
         typer.Option(
@@ -277,7 +286,7 @@ def scan_command(
     from qwenocr import interrupts, stdio
     from qwenocr.cli.config import read_small_text
     from qwenocr.engines.base import GenerationSettings
-    from qwenocr.errors import OutputError
+    from qwenocr.errors import OutputError, UsageError
     from qwenocr.fit.plan import check_family, check_family_variant
     from qwenocr.pages.document import RenderSettings
     from qwenocr.scan.pipeline import DEFAULT_PROMPT, ScanOptions, layout_prompt
@@ -293,6 +302,10 @@ def scan_command(
         password = os.environ.get("QWENOCR_PDF_PASSWORD") or None
     if output is None and stdio.stdout_was_closed():  # `>&-`: refuse now, not after the work
         raise OutputError("stdout is closed, so the document has nowhere to go", "give -o FILE, or leave stdout open")
+    if figures is not None and not layout:
+        raise UsageError("--figures needs --layout", "add --layout (figures are the layout's figure blocks)")
+    if figures is not None and figures.exists() and not figures.is_dir():
+        raise UsageError(f"--figures {figures}: not a directory", "give a directory (it is created if missing)")
     options = ScanOptions(
         prompt=prompt or (layout_prompt(layout_coords.value) if layout else DEFAULT_PROMPT),
         generation=GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed),
@@ -311,6 +324,7 @@ def scan_command(
         family=family,
         inputs=list(inputs),
         output=output,
+        figures=figures,
         fmt=fmt.value,
         pages=pages,
         password=password,

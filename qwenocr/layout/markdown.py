@@ -5,29 +5,59 @@ a `$$` display formula, a fenced code block. Tables follow one rule (documented 
 docs/output-formats.md): a table whose every row has the same number of cells, with no
 merged cell (rowspan/colspan) and no table inside a cell, is a pipe table (its first
 row the header row); any other table is kept as its HTML, which Markdown renders as it
-is, since a pipe table cannot hold merged cells. A figure leaves an HTML comment where it
-stood (`<!-- figure -->`), its own text (labels, if the model read any) after it; its
-caption follows as a paragraph. Headers and footers are paragraphs, left out with
-`drop_headers_footers`; the JSON keeps them either way.
+is, since a pipe table cannot hold merged cells. A figure whose file was written
+(scan/figures.py) is an image link, `![Figure 1, page 3](out_files/page-003-figure-1.png)`;
+one without a file leaves an HTML comment where it stood (`<!-- figure -->`). Its own text
+(labels, if the model read any) comes after it, and its caption follows as a paragraph.
+Headers and footers are paragraphs, left out with `drop_headers_footers`; the JSON keeps
+them either way.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import re
+from typing import List, Optional, Sequence
 
 from qwenocr.layout.blocks import HEADER_FOOTER, Block
 from qwenocr.layout.parse import table_rows
 
 
-def to_markdown(blocks: Sequence[Block], drop_headers_footers: bool = False) -> str:
+def to_markdown(
+    blocks: Sequence[Block],
+    drop_headers_footers: bool = False,
+    figure_files: Optional[Sequence[Optional[str]]] = None,
+    page: Optional[int] = None,
+) -> str:
+    """The page's Markdown. `figure_files`, one per block (None where there is no file),
+    links figure blocks to their image files; `page` is the page number in their alt text."""
     parts: List[str] = []
-    for block in blocks:
+    figure = 0
+    for index, block in enumerate(blocks):
+        if block.type == "figure":
+            figure += 1
         if drop_headers_footers and block.type in HEADER_FOOTER:
             continue
-        text = block_markdown(block)
+        link = figure_files[index] if figure_files is not None and index < len(figure_files) else None
+        if block.type == "figure" and link:
+            text = figure_markdown(block, link, figure, page)
+        else:
+            text = block_markdown(block)
         if text:
             parts.append(text)
     return "\n\n".join(parts)
+
+
+# A link destination with spaces, parentheses or angle brackets must be written <...>
+# (CommonMark), with < and > inside escaped.
+_PLAIN_DESTINATION = re.compile(r"^[^\s()<>\\]+$")
+
+
+def figure_markdown(block: Block, link: str, index: int, page: Optional[int]) -> str:
+    """`![Figure 1, page 3](path)`, then the figure's own text if it has any."""
+    alt = f"Figure {index}" + (f", page {page}" if page is not None else "")
+    destination = link if _PLAIN_DESTINATION.match(link) else "<" + link.replace("<", "%3C").replace(">", "%3E") + ">"
+    text = (block.text or "").strip()
+    return f"![{alt}]({destination})" + (f"\n\n{text}" if text else "")
 
 
 def block_markdown(block: Block) -> str:

@@ -20,6 +20,11 @@ Why it is shaped this way:
   and several pages are then in flight, their results still yielded in page order.
 - Every finished page goes to the checkpoint before it is yielded, so an interrupted
   run loses at most the pages in flight; a rerun takes finished pages from there.
+- Layout mode with a figure target (scan/figures.py): once the model has answered, the
+  page's figures are cropped and written (a PDF page rendered again, through the same
+  guarded reader, at the figures' resolution) and the blocks link them. The checkpoint
+  keeps the blocks without their links, which depend on where this run writes: a resumed
+  page is linked again, to the files already there or to fresh crops.
 - A page that crashes the engine (local engines run in a worker process, see
   `engines.isolated`) is tried once more in a fresh engine, then marked `error`; only an
   error that says it ends the run (`ends_run`: the engine crashing page after page)
@@ -44,6 +49,7 @@ from qwenocr.engines.base import Backend, GenerationSettings
 from qwenocr.errors import EngineCrashedError, QwenOCRError
 from qwenocr.layout.coords import PageGeometry
 from qwenocr.pages.document import Document, RenderSettings, image_tokens, page_geometry, page_readers
+from qwenocr.scan.figures import FigureTarget, add_figures
 from qwenocr.scan.results import BLANK, ERROR, OK, REPETITION, TIMEOUT, TRUNCATED, PageResult
 
 DEFAULT_PROMPT = (
@@ -237,8 +243,10 @@ def run_document(
     options: ScanOptions,
     checkpoint=None,
     events: Optional[Events] = None,
+    figures: Optional[FigureTarget] = None,
 ) -> Iterator[PageResult]:
-    """Yield a PageResult for each page number, in order."""
+    """Yield a PageResult for each page number, in order. `figures`: where layout mode
+    writes the pages' figure files (None: nowhere, the Markdown keeps a comment)."""
     events = events or Events()
     in_flight = max(1, backend.concurrency)
     count = len(page_numbers)
@@ -270,7 +278,10 @@ def run_document(
     def prepare(reader: Document, number: int) -> _Rendered:
         record = checkpoint.get(number) if checkpoint is not None else None
         if record is not None:
-            return _Rendered(number, cached=_resumed(PageResult.from_record(record), options))
+            resumed = _resumed(PageResult.from_record(record), options)
+            if figures is not None:
+                _add_figures(reader, resumed, None, options, figures, events, keep_existing=True)
+            return _Rendered(number, cached=resumed)
         try:
             from_text = _from_text_layer(reader, number, options.mode)
             if from_text is not None:
@@ -337,12 +348,14 @@ def run_document(
         try:
             events.page_started(item.number)
             result = process_page(item, backend, options, events)
+            if checkpoint is not None and not result.failed:
+                checkpoint.put(result.number, result.to_record())
+            if figures is not None:  # after the checkpoint: it keeps no links (see above)
+                _add_figures(document, result, item.image, options, figures, events)
         finally:
             if item.image is not None:  # the model is done with it: the image goes, then its permit
                 item.image = None
                 permits.release()
-        if checkpoint is not None and not result.failed:
-            checkpoint.put(result.number, result.to_record())
         return result
 
     try:
@@ -412,14 +425,57 @@ def _with_layout(result: PageResult, geometry: Optional[PageGeometry], image_siz
 
 def _resumed(result: PageResult, options: ScanOptions) -> PageResult:
     """A page from the checkpoint; in layout mode its text is rebuilt from its blocks, so
-    that --drop-headers-footers applies to it as to a fresh page."""
+    that --drop-headers-footers applies to it as to a fresh page. Figure links are not
+    trusted from there (they depend on where a run writes): `_add_figures` sets them."""
     result = replace(result, resumed=True)
     if options.layout and result.blocks:
-        from qwenocr.layout.blocks import from_dicts
-        from qwenocr.layout.markdown import to_markdown
-
-        result.text = to_markdown(from_dicts(result.blocks), options.drop_headers_footers)
+        result.blocks = [{key: value for key, value in block.items() if key != "file"} for block in result.blocks]
+        result.text = _layout_text(result, options)
     return result
+
+
+def _layout_text(result: PageResult, options: ScanOptions) -> str:
+    """The page's Markdown from its blocks, figures linked to their files where they have one."""
+    from qwenocr.layout.blocks import from_dicts
+    from qwenocr.layout.markdown import to_markdown
+
+    blocks = result.blocks or []
+    files = [block.get("file") for block in blocks]
+    return to_markdown(from_dicts(blocks), options.drop_headers_footers, files, result.number)
+
+
+def _add_figures(
+    reader: Document,
+    result: PageResult,
+    image: Optional[Image.Image],
+    options: ScanOptions,
+    target: FigureTarget,
+    events: Events,
+    keep_existing: bool = False,
+) -> None:
+    """Layout mode: the page's figure files written and linked (scan/figures.py), its text
+    rebuilt with the links. Only model pages: their boxes are what the model saw."""
+    if not options.layout or result.failed or result.source != "model" or not result.blocks:
+        return
+    if not any(block.get("type") == "figure" for block in result.blocks):
+        return
+    try:
+        add_figures(
+            reader,
+            result.number,
+            result.blocks,
+            result.extra.get("layout"),
+            image,
+            options.render,
+            target,
+            events.notice,
+            keep_existing=keep_existing,
+        )
+    except Exception as error:  # a bug here must cost the figures, never the page
+        log.warning(f"page {result.number}: its figures were not saved ({type(error).__name__}: {error})")
+        return
+    if any("file" in block for block in result.blocks):
+        result.text = _layout_text(result, options)
 
 
 def _is_blank(image: Image.Image) -> bool:

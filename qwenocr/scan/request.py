@@ -20,6 +20,8 @@ from qwenocr.scan.pipeline import ScanOptions
 class ScanRequest:
     inputs: List[str]  # as given: files, directories, patterns, "-" for stdin
     output: Optional[Path] = None
+    # --figures DIR (layout mode): where figure files go; None: beside -o's file, or nowhere on stdout
+    figures: Optional[Path] = None
     fmt: str = "markdown"
     pages: Optional[str] = None
     password: Optional[str] = None

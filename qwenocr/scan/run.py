@@ -21,6 +21,7 @@ from qwenocr.errors import ExitCode, OutputError, QwenOCRError
 from qwenocr.pages.document import open_document
 from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, default_root, file_digest, run_key
 from qwenocr.scan.engine import connect_server, load_engine
+from qwenocr.scan.figures import FigureTarget
 from qwenocr.scan.inputs import CheckedInput, check_inputs, output_names
 from qwenocr.scan.model_choice import plan_record, resolve_model
 from qwenocr.scan.output import DocumentInfo, Writer, make_writer
@@ -44,6 +45,7 @@ class _RunContext:
     reporter: Reporter
     writer: Optional[Writer]  # the one writer on stdout; None when each input has its own file
     outputs: Dict[str, Path]  # each input's file under -o, by input name
+    figures: Dict[str, FigureTarget]  # layout mode: where each input's figure files go, by input name
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
                 reporter=reporter,
                 writer=writer,
                 outputs=outputs,
+                figures=figure_targets(good, request, outputs, several),
             )
             if parallel_documents > 1:
                 from concurrent.futures import ThreadPoolExecutor
@@ -239,7 +242,10 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
             run.reporter.start_document(item.shown, len(page_numbers))
             events = Events(tokens=run.reporter.tokens, page_done=run.reporter.page_done, notice=run.reporter.warn)
             try:
-                for result in run_document(document, page_numbers, run.backend, run.options, checkpoint, events):
+                pages = run_document(
+                    document, page_numbers, run.backend, run.options, checkpoint, events, run.figures.get(item.name)
+                )
+                for result in pages:
                     writer.page(result)
                     results.append(result)
             finally:
@@ -249,6 +255,41 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
     # failed pages it stays, so a rerun retries only those.
     spent = checkpoint if not any(result.failed for result in results) else None
     return _Scanned(item.shown, results, time.monotonic() - started, spent)
+
+
+def figure_targets(
+    items: List[CheckedInput], request: ScanRequest, outputs: Dict[str, Path], several: bool
+) -> Dict[str, FigureTarget]:
+    """Where each input's figure files go in layout mode (scan/figures.py), by input name.
+
+    `-o out.md`: `out_files/` beside it, linked relative to it. `--figures DIR`: DIR, or
+    with several inputs one folder in it per input (named after its output file, or after
+    the input, `-2`... for a name used twice), so that page-001-figure-1.png of one input
+    never replaces another's. Stdout output without --figures: none.
+    """
+    if not request.options.layout:
+        return {}
+    targets: Dict[str, FigureTarget] = {}
+    taken: set = set()
+    for item in items:
+        out = outputs.get(item.name)
+        base = out.parent if out is not None else None
+        if request.figures is None:
+            if out is not None:
+                targets[item.name] = FigureTarget(out.parent / f"{out.stem}_files", base)
+            continue
+        if not several:
+            targets[item.name] = FigureTarget(request.figures, base)
+            continue
+        stem = out.stem if out is not None else ("stdin" if item.name == "-" else Path(item.name).stem)
+        stem = stem.lstrip(".") or "document"
+        candidate, counter = stem, 1
+        while candidate.lower() in taken:
+            counter += 1
+            candidate = f"{stem}-{counter}"
+        taken.add(candidate.lower())
+        targets[item.name] = FigureTarget(request.figures / candidate, base)
+    return targets
 
 
 @contextlib.contextmanager
