@@ -16,7 +16,7 @@ _qwenocr_options() {
     case "$1" in
         "") echo '--version --help' ;;
         "doctor") echo '--json --platform --memory --vram --chip --variant --quant --backend --family --offline --max-image-tokens --max-output-tokens --prefer --serve --base-url --quiet -q --verbose -v --debug --help' ;;
-        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --layout --no-layout --layout-coords --drop-headers-footers --keep-headers-footers --figures --backend --base-url --api-model --concurrency --batch --variant --quant --family --prefer --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
+        "scan") echo '--output -o --format -f --pages -p --max-image-tokens --dpi --mode --layout --no-layout --layout-coords --drop-headers-footers --keep-headers-footers --figures --backend --base-url --api-model --concurrency --batch --variant --quant --family --prefer --model -m --mmproj --prompt --max-tokens --temperature --seed --page-timeout --render-timeout --skip-blank --no-skip-blank --auto-rotate --no-auto-rotate --password --password-file --offline --resume --no-resume --force --n-ctx --quiet -q --verbose -v --debug --help' ;;
         "eval") echo '--checks -c --json --normalize --no-normalize --quiet -q --verbose -v --debug --help' ;;
         "models") echo --help ;;
         "models list") echo '--backend --all --json --quiet -q --verbose -v --debug --help' ;;

@@ -93,6 +93,7 @@ complete -c qwenocr -n '__qwenocr_at "scan"' -l 'seed' -x -d 'Sampling seed (use
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'page-timeout' -x -d 'Seconds per page (at most a week) before it is marked timeout and skipped'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'render-timeout' -x -d 'Seconds (at most a week) a PDF page may take to render (in a separate process) before it is marked error and skipped; 0 renders in-process, without a limit'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'skip-blank' -l 'no-skip-blank' -d 'Skip pages that are blank from the pixels, without calling the model'
+complete -c qwenocr -n '__qwenocr_at "scan"' -l 'auto-rotate' -l 'no-auto-rotate' -d 'Turn scanned pages whose text runs sideways or upside down upright before the model reads them (from the pixels; only when sure; JSON records rotation_fix)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'password' -x -d 'Password for encrypted PDFs (visible in the process list: prefer QWENOCR_PDF_PASSWORD or --password-file)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'password-file' -r -F -d 'Read the PDF password from this file'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'offline' -d 'Never touch the network; fail if model files are not cached'

@@ -107,7 +107,9 @@ def test_a_rotated_page_gets_boxes_on_its_displayed_page(tmp_path, render_timeou
     pdf = samples.write_rotated_pdf(tmp_path / "rotated.pdf", rotation=90)  # portrait 612x792, shown landscape
     box = '<p data-bbox="0 500 1000 1000">bottom half</p>'
     with FakeOpenAIServer(reply=lambda body: box) as server:
-        document = _layout_json(_scan(server, pdf, "--layout", "-f", "json", "--render-timeout", render_timeout))
+        document = _layout_json(
+            _scan(server, pdf, "--layout", "-f", "json", "--render-timeout", render_timeout, "--no-auto-rotate")
+        )
     [page] = document["pages"]
     assert (page["layout"]["width"], page["layout"]["height"]) == (792.0, 612.0)
     assert page["layout"]["rotation"] == 90  # guarded (render child) and in-process alike

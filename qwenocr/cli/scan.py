@@ -249,6 +249,14 @@ def scan_command(
             "--skip-blank/--no-skip-blank", help="Skip pages that are blank from the pixels, without calling the model."
         ),
     ] = True,
+    auto_rotate: Annotated[
+        bool,
+        typer.Option(
+            "--auto-rotate/--no-auto-rotate",
+            help="Turn scanned pages whose text runs sideways or upside down upright before the model reads"
+            " them (from the pixels; only when sure; JSON records rotation_fix).",
+        ),
+    ] = True,
     password: Annotated[
         Optional[str],
         typer.Option(
@@ -312,6 +320,7 @@ def scan_command(
         render=RenderSettings(max_image_tokens=max_image_tokens, dpi=dpi, timeout=render_timeout or None),
         page_timeout=page_timeout,
         skip_blank=skip_blank,
+        auto_rotate=auto_rotate,
         mode=mode.value,
         layout=layout,
         layout_coords=layout_coords.value,

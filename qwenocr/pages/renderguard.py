@@ -68,6 +68,7 @@ from qwenocr.pages.base import Document
 from qwenocr.pages.pdf import PdfDocument
 from qwenocr.pages.sizing import RenderSettings
 from qwenocr.pages.textlayer import PageText
+from qwenocr.pages.textmarkdown import TextLine
 
 # Generous for any real page at any budget qwenocr renders (the bitmap is at most
 # 16.7 MP, 67 MB), small enough that a page asking for far more fails instead of
@@ -232,6 +233,10 @@ class RenderWorker:
             boxes=tuple((float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in answer["boxes"]),
             image_fraction=float(answer["image_fraction"]),
             path_objects=int(answer["path_objects"]),
+            lines=tuple(TextLine.from_list(row) for row in answer["lines"]),
+            figures=tuple((float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in answer["figures"]),
+            display_size=(float(answer["display_size"][0]), float(answer["display_size"][1])),
+            rotation=int(answer["rotation"]),
         )
 
     def page_geometry(self, number: int) -> tuple[float, float, int]:
@@ -534,6 +539,11 @@ def _text_answer(document: PdfDocument, number: int) -> dict:
         "boxes": page.boxes,
         "image_fraction": page.image_fraction,
         "path_objects": page.path_objects,
+        # For the page's Markdown and blocks (textmarkdown.py): lines, not characters.
+        "lines": [line.to_list() for line in page.lines],
+        "figures": page.figures,
+        "display_size": page.display_size,
+        "rotation": page.rotation,
     }
 
 

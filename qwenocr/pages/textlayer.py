@@ -11,6 +11,10 @@ part is knowing when *not* to trust it. A text layer can be
   code points (private-use, control or random Latin-1 characters), `(cid:123)` runs or
   glyph names such as `g123`/`uni0041`.
 
+`extract` also reads every character's box, font size and weight and groups them into
+lines (`textmarkdown.build_lines`); `PageText.layout` rebuilds paragraphs, headings,
+lists, columns and tables from them, as Markdown and blocks (qwenocr/pages/textmarkdown.py).
+
 `assess` answers with a `TextLayerVerdict` whose `reason` says which of these it found,
 so that a user can see why a page went to the model. The heuristics are deliberately
 conservative: a page wrongly sent to the model costs seconds; a page wrongly taken
@@ -24,10 +28,13 @@ after). `assess` and `to_markdown` are pure.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
+
+from qwenocr.pages.textmarkdown import Char, Rect, TextLayout, TextLine, build_lines, page_layout
 
 # (left, bottom, right, top) in PDF points, origin at the page's lower-left corner.
 Box = Tuple[float, float, float, float]
@@ -116,6 +123,26 @@ class PageText:
     boxes: Tuple[Box, ...]  # text segments, relative to the page's lower-left corner
     image_fraction: float  # share of the page covered by image objects (0…1)
     path_objects: int  # number of vector path objects
+    # For the Markdown (textmarkdown.py): the page's lines and its images' boxes, in
+    # points from the top-left corner of the page as displayed (after /Rotate), and
+    # the page's size as displayed.
+    lines: Tuple[TextLine, ...] = ()
+    figures: Tuple[Rect, ...] = ()
+    display_size: Tuple[float, float] = (0.0, 0.0)
+    rotation: int = 0  # the page's /Rotate, degrees clockwise (0, 90, 180, 270)
+
+    def layout(self) -> TextLayout:
+        """The page as Markdown and blocks (paragraphs, headings, lists, columns, tables).
+
+        Without lines (a page too dense to read character by character) the Markdown is
+        `to_markdown`'s and there are no blocks; so it is if the layout code fails, since
+        a bug there must cost the structure, never the page."""
+        if self.lines:
+            try:
+                return page_layout(self.lines, self.figures, self.display_size)
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
+        return TextLayout(to_markdown(self.text), [])
 
     def assess(self) -> TextLayerVerdict:
         return assess(
@@ -140,6 +167,7 @@ def extract(page: Any) -> PageText:
 
     left, bottom, right, top = page.get_cropbox()
     width, height = right - left, top - bottom
+    rotation = int(page.get_rotation()) % 360
     textpage = page.get_textpage()
     try:
         text = textpage.get_text_range()
@@ -147,6 +175,7 @@ def extract(page: Any) -> PageText:
         for index in range(textpage.count_rects()):
             l, b, r, t = textpage.get_rect(index)
             boxes.append((l - left, b - bottom, r - left, t - bottom))
+        chars = _read_chars(textpage, left, bottom, width, height, rotation)
     finally:
         textpage.close()
 
@@ -160,14 +189,120 @@ def extract(page: Any) -> PageText:
         bounds = obj.get_bounds() if hasattr(obj, "get_bounds") else obj.get_pos()  # pypdfium2 5 / 4
         l, b, r, t = bounds
         image_boxes.append((l - left, b - bottom, r - left, t - bottom))
+    image_fraction = _area_share(image_boxes, width, height)
+    lines = build_lines(chars)
+    # An image under most of the page is a scan behind an OCR layer, not a figure.
+    figures = tuple(
+        _display_rect(box, width, height, rotation)
+        for box in image_boxes
+        if _area_share([box], width, height) < OCR_LAYER_IMAGE_SHARE
+    )
     return PageText(
         text=text,
         width=float(width),
         height=float(height),
         boxes=tuple(boxes),
-        image_fraction=_area_share(image_boxes, width, height),
+        image_fraction=image_fraction,
         path_objects=path_objects,
+        lines=tuple(lines) if len(lines) <= MAX_PAGE_LINES else (),
+        figures=figures,
+        display_size=(float(height), float(width)) if rotation in (90, 270) else (float(width), float(height)),
+        rotation=rotation,
     )
+
+
+# Characters beyond this are not read one by one (a dense page has about 10,000): the
+# page's Markdown is then its plain text (`to_markdown`), and reading stays fast.
+MAX_LAYOUT_CHARS = 200_000
+# More lines than this is no page (hostile, or a scatter plot of glyphs): no lines, so the
+# Markdown is the plain text, and the render child's answer stays small.
+MAX_PAGE_LINES = 20_000
+# Text within about 18 degrees of horizontal reads as a line; steeper is turned text.
+UPRIGHT_COS = 0.95
+_HYPHEN_CODES = (0x2D, 0x02, 0xAD, 0x2010, 0xFFFE)
+# Font flags (PDF 32000, 9.8.2): FixedPitch, ForceBold.
+_FIXED_PITCH = 1
+# Fixed-pitch fonts that don't set the flag (TeX's cmtt among them), by name.
+_MONO_FONT = re.compile(r"mono|courier|consol|menlo|typewriter|inconsolata|^(cm|sf|lm|ec)tt|[-_ ]tt\d*$")
+_FORCE_BOLD = 1 << 18
+
+
+def _read_chars(textpage: Any, left: float, bottom: float, width: float, height: float, rotation: int) -> List[Char]:
+    """Every character of the page with its loose box (as displayed), font size and
+    weight; a newline where PDFium ends a line. Font facts are read once per text object."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    handle = textpage.raw
+    count = pdfium_c.FPDFText_CountChars(handle)
+    chars: List[Char] = []
+    if count > MAX_LAYOUT_CHARS:
+        return chars
+    rect = pdfium_c.FS_RECTF()
+    name = ctypes.create_string_buffer(128)
+    flags = ctypes.c_int()
+    # Bound once: this loop runs for every character of the page.
+    get_unicode, get_box = pdfium_c.FPDFText_GetUnicode, pdfium_c.FPDFText_GetLooseCharBox
+    get_object, is_hyphen = pdfium_c.FPDFText_GetTextObject, pdfium_c.FPDFText_IsHyphen
+    address_of = ctypes.c_void_p.from_buffer  # the pointer's value; cheaper than ctypes.cast
+    blank = (0.0, 0.0, 0.0, 0.0)
+    last_object: Any = -1
+    size, bold, mono, upright = 0.0, False, False, True
+    for index in range(max(count, 0)):
+        code = get_unicode(handle, index)
+        if code in (10, 13):
+            chars.append(Char("\n", blank, 0.0, False))
+            continue
+        if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            continue
+        text = chr(code)
+        if text.isspace():  # PDFium's generated spaces and the PDF's own: a word break
+            chars.append(Char(" ", blank, 0.0, False))
+            continue
+        if not get_box(handle, index, ctypes.byref(rect)):
+            continue
+        text_object = get_object(handle, index)
+        address = address_of(text_object).value
+        if address != last_object:
+            last_object = address
+            size = float(pdfium_c.FPDFText_GetFontSize(handle, index))
+            weight = pdfium_c.FPDFText_GetFontWeight(handle, index)
+            pdfium_c.FPDFText_GetFontInfo(handle, index, name, len(name), ctypes.byref(flags))
+            font = name.value.decode("latin-1", "replace").lower()
+            bold = weight >= 600 or bool(flags.value & _FORCE_BOLD) or "bold" in font or "black" in font
+            mono = bool(flags.value & _FIXED_PITCH) or bool(_MONO_FONT.search(font.split("+")[-1]))
+            # The text's angle as displayed (PDFium: radians counter-clockwise in PDF
+            # space; the page turns clockwise by its /Rotate).
+            angle = pdfium_c.FPDFText_GetCharAngle(handle, index)
+            upright = angle < 0 or math.cos(angle + math.radians(rotation)) > UPRIGHT_COS
+        if rotation == 0:  # inline: the common case
+            box = (rect.left - left, height - rect.top + bottom, rect.right - left, height - rect.bottom + bottom)
+        else:
+            box = _display_rect(
+                (rect.left - left, rect.bottom - bottom, rect.right - left, rect.top - bottom), width, height, rotation
+            )
+        if not -1e7 < box[0] + box[1] + box[2] + box[3] < 1e7:
+            continue  # a hostile matrix: infinite, NaN or absurd coordinates
+        # PDFium reports a hyphen that ends a line (it hands it back as U+0002 or U+FFFE).
+        hyphen = code in _HYPHEN_CODES and is_hyphen(handle, index) == 1
+        chars.append(Char(text, box, size if size > 0 else box[3] - box[1], bold, hyphen, mono, upright))
+    return chars
+
+
+def _display_rect(box: Box, width: float, height: float, rotation: int) -> Rect:
+    """A box in PDF space (origin lower-left of the crop box) -> points from the top-left
+    corner of the page as displayed (its /Rotate applied clockwise), y down."""
+    l, b, r, t = box
+    l, r = sorted((l, r))
+    b, t = sorted((b, t))
+    if rotation == 90:
+        return (b, l, t, r)
+    if rotation == 180:
+        return (width - r, b, width - l, t)
+    if rotation == 270:
+        return (height - t, width - r, height - b, width - l)
+    return (l, height - t, r, height - b)
 
 
 def read_page(page: Any) -> Tuple[PageText, TextLayerVerdict]:

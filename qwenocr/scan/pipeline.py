@@ -25,6 +25,12 @@ Why it is shaped this way:
   guarded reader, at the figures' resolution) and the blocks link them. The checkpoint
   keeps the blocks without their links, which depend on where this run writes: a resumed
   page is linked again, to the files already there or to fresh crops.
+- Sideways and upside-down scans (`auto_rotate`, pages/orientation.py): a page going to
+  the model is turned upright first, from its pixels, where the detector is confident;
+  the page's record says so (`rotation_fix`, degrees turned clockwise). Layout mode's
+  boxes are what the model saw, in the turned image: they are turned back onto the page
+  as displayed, and figures are cropped from it, so that `blocks` mean the same with or
+  without a turn.
 - A page that crashes the engine (local engines run in a worker process, see
   `engines.isolated`) is tried once more in a fresh engine, then marked `error`; only an
   error that says it ends the run (`ends_run`: the engine crashing page after page)
@@ -109,6 +115,9 @@ class ScanOptions:
     layout: bool = False
     layout_coords: str = "relative"  # "relative" (0-1000) or "absolute" (image pixels)
     drop_headers_footers: bool = False  # left out of the Markdown (kept in `blocks`)
+    # Pages for the model turned upright first when their text runs sideways or upside
+    # down (pages/orientation.py); never text-layer pages.
+    auto_rotate: bool = True
 
 
 @dataclass
@@ -186,19 +195,23 @@ class _Rendered:
     """A page ready for the model, or already finished (checkpoint, text layer), or
     what stopped it from being ready."""
 
-    __slots__ = ("number", "image", "error", "cached", "geometry")
+    __slots__ = ("number", "image", "error", "cached", "geometry", "turned")
 
-    def __init__(self, number, image=None, error=None, cached=None, geometry=None):
+    def __init__(self, number, image=None, error=None, cached=None, geometry=None, turned=0):
         self.number = number
-        self.image: Optional[Image.Image] = image
+        self.image: Optional[Image.Image] = image  # what the model sees: turned upright, if it was
         self.error: Optional[str] = error
         self.cached: Optional[PageResult] = cached
         self.geometry: Optional[PageGeometry] = geometry  # layout mode: the page as displayed
+        self.turned: int = turned  # degrees clockwise the rendered page was turned (auto_rotate)
 
 
-def _from_text_layer(document: Document, number: int, mode: str) -> Optional[PageResult]:
+def _from_text_layer(document: Document, number: int, options: ScanOptions) -> Optional[PageResult]:
     """The page from the PDF's own text layer, when the mode asks for it and it is
-    trustworthy; None sends the page to the model."""
+    trustworthy; None sends the page to the model. Its Markdown is rebuilt from the
+    characters' positions and fonts (pages/textmarkdown.py); in layout mode it carries
+    blocks like a model page's."""
+    mode = options.mode
     if mode == "ocr":
         return None
     started = time.monotonic()
@@ -214,15 +227,23 @@ def _from_text_layer(document: Document, number: int, mode: str) -> Optional[Pag
     verdict = page_text.assess()
     extra = {"text_layer": {"usable": verdict.usable, "reason": verdict.reason, "chars": verdict.chars}}
     if verdict.usable:
-        return PageResult(
+        layout = page_text.layout()
+        result = PageResult(
             number,
-            to_markdown(page_text.text),
+            layout.markdown,
             OK,
             source="text-layer",
             seconds=time.monotonic() - started,
             attempts=0,
             extra=extra,
         )
+        if options.layout:
+            width, height = page_text.display_size
+            geometry = PageGeometry(width, height, unit="pt", rotation=page_text.rotation)
+            result.blocks = layout.blocks
+            result.extra["layout"] = {**geometry.to_dict(), "coords": "text-layer"}
+            result.text = _layout_text(result, options)
+        return result
     if mode == "text":
         return PageResult(
             number,
@@ -283,7 +304,7 @@ def run_document(
                 _add_figures(reader, resumed, None, options, figures, events, keep_existing=True)
             return _Rendered(number, cached=resumed)
         try:
-            from_text = _from_text_layer(reader, number, options.mode)
+            from_text = _from_text_layer(reader, number, options)
             if from_text is not None:
                 return _Rendered(number, cached=from_text)
             image = reader.render(number, options.render)
@@ -292,7 +313,10 @@ def run_document(
             if options.skip_blank and _is_blank(image):
                 return _Rendered(number, cached=PageResult(number, "", BLANK, source="none", **_size_fields(image)))
             geometry = _geometry(reader, number, image) if options.layout else None
-            return _Rendered(number, image=image, geometry=geometry)
+            item = _Rendered(number, image=image, geometry=geometry)
+            if options.auto_rotate and in_flight == 1:  # beside the model, like blank detection
+                _turn_upright(item)
+            return item
         except QwenOCRError as error:
             return _Rendered(number, error=error.one_line())
         except Exception as error:  # a page pdfium or Pillow chokes on
@@ -347,11 +371,16 @@ def run_document(
             return item.cached
         try:
             events.page_started(item.number)
+            if options.auto_rotate and in_flight > 1 and item.image is not None:
+                # Here, in the page's own thread, rather than in a render thread: with several
+                # pages in flight the renders must keep up with the server's answers.
+                _turn_upright(item)
             result = process_page(item, backend, options, events)
             if checkpoint is not None and not result.failed:
                 checkpoint.put(result.number, result.to_record())
             if figures is not None:  # after the checkpoint: it keeps no links (see above)
-                _add_figures(document, result, item.image, options, figures, events)
+                displayed = _turn(item.image, -item.turned) if item.image is not None else None
+                _add_figures(document, result, displayed, options, figures, events)
         finally:
             if item.image is not None:  # the model is done with it: the image goes, then its permit
                 item.image = None
@@ -405,16 +434,58 @@ def _geometry(reader: Document, number: int, image: Image.Image) -> PageGeometry
     return PageGeometry(width, height, unit="pt", rotation=rotation)
 
 
-def _with_layout(result: PageResult, geometry: Optional[PageGeometry], image_size, options: ScanOptions) -> None:
-    """Layout mode: the answer read into blocks (page coordinates), the text rebuilt from them."""
+def _turn_upright(item: _Rendered) -> None:
+    """The page's image turned upright when the detector is sure it is not (`turned` says
+    by how much)."""
+    from qwenocr.pages.orientation import detect, turn
+
+    assert item.image is not None
+    try:
+        found = detect(item.image)
+    except Exception as error:  # a detector bug must cost the turn, never the page
+        log.warning(f"page {item.number}: its orientation could not be checked ({type(error).__name__}: {error})")
+        return
+    if found.turn:
+        log.info(f"page {item.number}: turned {found.turn} degrees clockwise ({found})")
+        item.image, item.turned = turn(item.image, found.turn), found.turn
+    else:
+        log.debug(f"page {item.number}: not turned: {found.reason}")
+
+
+def _turn(image: Image.Image, degrees: int) -> Image.Image:
+    from qwenocr.pages.orientation import turn
+
+    return turn(image, degrees % 360)
+
+
+def _with_layout(
+    result: PageResult, geometry: Optional[PageGeometry], image_size, options: ScanOptions, turned: int = 0
+) -> None:
+    """Layout mode: the answer read into blocks (page coordinates), the text rebuilt from them.
+
+    `image_size` is the image the model saw; `turned`, the degrees clockwise it was turned
+    from the page as displayed (`geometry`): its boxes are read in the turned page's frame,
+    then turned back."""
     from qwenocr.layout.blocks import Block
     from qwenocr.layout.markdown import to_markdown
     from qwenocr.layout.parse import page_blocks
+    from qwenocr.pages.orientation import unturn_box
 
-    if geometry is None:
-        geometry = PageGeometry(float(image_size[0]), float(image_size[1]), unit="px", rotation=None)
+    if geometry is None:  # the displayed page's pixels: the model's image, turned back
+        width, height = image_size if turned in (0, 180) else image_size[::-1]
+        geometry = PageGeometry(float(width), float(height), unit="px", rotation=None)
+    frame = geometry
+    if turned in (90, 270):
+        frame = replace(geometry, width=geometry.height, height=geometry.width)
     try:
-        blocks = page_blocks(result.text, image_size, geometry, options.layout_coords)
+        blocks = page_blocks(result.text, image_size, frame, options.layout_coords)
+        if turned:
+            blocks = [
+                block
+                if block.bbox is None
+                else replace(block, bbox=unturn_box(block.bbox, (frame.width, frame.height), turned))
+                for block in blocks
+            ]
     except Exception as error:  # a parser bug must cost the structure, never the page
         log.warning(f"page {result.number}: the layout could not be read ({error}); kept as text")
         blocks = [Block("text", text=result.text)] if result.text else []
@@ -549,7 +620,9 @@ def process_page(item: _Rendered, backend: Backend, options: ScanOptions, events
             break
     assert best is not None
     if options.layout:
-        _with_layout(best, item.geometry, image.size, options)
+        _with_layout(best, item.geometry, image.size, options, item.turned)
+    if item.turned:
+        best.extra["rotation_fix"] = item.turned
     best.attempts = attempts
     best.seconds = time.monotonic() - started
     for key, value in size.items():

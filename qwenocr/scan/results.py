@@ -133,13 +133,16 @@ _TEXT_LAYER_FIELDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "reason": (lambda v: isinstance(v, str), "a string"),
     "chars": (_count, "a count"),
 }
+# Degrees clockwise a page was turned before the model read it (auto-rotate, pipeline.py);
+# the key is absent when it was not turned.
+ROTATION_FIXES = (90, 180, 270)
 # Layout mode's page geometry (pipeline.py): the unit and convention of the blocks' boxes.
 _LAYOUT_FIELDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "width": (_seconds, "a size"),
     "height": (_seconds, "a size"),
     "unit": (lambda v: v in ("pt", "px"), "pt or px"),
     "rotation": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "degrees or null"),
-    "coords": (lambda v: v in ("relative", "absolute"), "relative or absolute"),
+    "coords": (lambda v: v in ("relative", "absolute", "text-layer"), "relative, absolute or text-layer"),
 }
 
 
@@ -183,6 +186,11 @@ def checked_record(page: int, record: Any) -> dict:
                 raise InvalidRecord(f"text_layer.{name} is not {what}")
             checked[name] = clean_text(layer[name]) if isinstance(layer[name], str) else layer[name]
         clean["text_layer"] = checked
+    if "rotation_fix" in record:
+        fix = record["rotation_fix"]
+        if isinstance(fix, bool) or fix not in ROTATION_FIXES:
+            raise InvalidRecord("rotation_fix is not 90, 180 or 270")
+        clean["rotation_fix"] = fix
     if "layout" in record:
         layout = record["layout"]
         if not isinstance(layout, Mapping):

@@ -337,4 +337,5 @@ def _output_settings(request: ScanRequest, options: ScanOptions, model: ModelFil
         "engine_max_image_tokens": options.render.engine_max_tokens,
         "skip_blank": options.skip_blank,
         "mode": options.mode,
+        "auto_rotate": options.auto_rotate,
     }
