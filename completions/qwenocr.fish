@@ -79,7 +79,7 @@ complete -c qwenocr -n '__qwenocr_at "scan"' -l 'backend' -x -a 'mlx llama.cpp o
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'base-url' -x -d 'OpenAI-compatible server for --backend openai, e.g. http://localhost:8000/v1; repeat to spread pages over several. The key comes from QWENOCR_API_KEY or OPENAI_API_KEY'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'api-model' -x -d 'Model name on the server (default: the first it serves)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'concurrency' -x -d 'Pages in flight with --backend openai'
-complete -c qwenocr -n '__qwenocr_at "scan"' -l 'batch' -x -d 'Pages decoding at once in the local llama.cpp engine (one context, a sequence per page); 1 reads one page at a time. Default: the plan\'s (what memory allows), 1 with --model PATH'
+complete -c qwenocr -n '__qwenocr_at "scan"' -l 'batch' -x -d 'Pages decoding at once in the local engine (llama.cpp: one context, a sequence per page; MLX: mlx-vlm\'s batched generation); 1 reads one page at a time. Default: the plan\'s (what memory allows), 1 with --model PATH'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'variant' -x -d 'Qwen 3.5 size, e.g. 9B or 35B-A3B (default: the largest that fits)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'quant' -x -d 'Quantization, e.g. MXFP4, Q4_K_M, Q8_0, BF16 (default: from the plan)'
 complete -c qwenocr -n '__qwenocr_at "scan"' -l 'family' -x -d 'Model family for the plan: 3.5, or 3.6 (27B and 35B-A3B only)'

@@ -21,12 +21,14 @@ from qwenocr.engines.isolated import IsolatedEngine
 from qwenocr.engines.llamacpp import LlamaCppBackend
 from qwenocr.engines.llamacpp_batch import LlamaCppBatchBackend
 from qwenocr.engines.mlx import MLXBackend
+from qwenocr.engines.mlx_batch import MLXBatchBackend
 from qwenocr.engines.openai import OpenAIBackend
 from tests.support.fake_engine import FakeBackend
 
 # Typed so that mypy checks each class against the protocol, too.
 ENGINES: List[Type[Backend]] = [
     MLXBackend,
+    MLXBatchBackend,
     LlamaCppBackend,
     LlamaCppBatchBackend,
     IsolatedEngine,

@@ -330,13 +330,13 @@ def test_scan_loads_a_hybrid_plan_with_the_experts_in_ram(monkeypatch, tmp_path)
 def test_the_plan_proposes_pages_at_once_from_the_memory_left():
     """llama.cpp plans carry `batch`: as many pages at once as the KV caches fit beside the
     one-page estimate, capped per device; --batch (make_plan(batch=N)) is taken as asked,
-    its memory counted; MLX reads one page at a time."""
+    its memory counted; MLX plans (Apple Silicon) batch by the same rule."""
     roomy = make_plan(hardware_profile("cpu", memory_gb=64))
     assert roomy.batch == planmod.PLANNED_BATCH_MAX["cpu"]
     assert roomy.to_dict()["choice"]["batch"] == roomy.batch
     gpu = make_plan(cuda(80, chip="A100-SXM4-80GB"))
     assert gpu.batch == planmod.PLANNED_BATCH_MAX["gpu"]
-    assert make_plan(hardware_profile("apple", memory_gb=64, chip="M2 Max")).batch == 1  # MLX
+    assert make_plan(hardware_profile("apple", memory_gb=64, chip="M2 Max")).batch == planmod.PLANNED_BATCH_MAX["gpu"]
     # Room for the model and one page's context only: one page at a time.
     tight = make_plan(hardware_profile("cpu", memory_gb=52), variant="35B-A3B", quant="Q8_0", n_ctx=262_144)
     extra = tight.estimate.kv_gb

@@ -1,10 +1,11 @@
-"""`qwenocr scan --batch N`: several pages decoding at once in the local llama.cpp engine.
+"""`qwenocr scan --batch N`: several pages decoding at once in the local engines.
 
-End to end through the CLI with the real tiny GGUFs (dense and MoE) in the real engine
-worker: the document must be the one a run of one page at a time writes (order,
+End to end through the CLI with the real tiny GGUFs and MLX checkpoints (dense and MoE)
+in the real engine worker: the document must be the one a run of one page at a time writes (order,
 statuses, text, token counts, the loop guard's retries), a crash or a hang in a batch
 costs no other page, and an interrupted batched run resumes. The engine itself
-(engines/llamacpp_batch.py) has its own tests in test_llamacpp_batch.py.
+(engines/llamacpp_batch.py, engines/mlx_batch.py) has its own tests in
+test_llamacpp_batch.py and test_mlx_batch.py.
 """
 
 from __future__ import annotations
@@ -150,12 +151,112 @@ def test_a_batched_run_that_stops_resumes_its_finished_pages(tiny_models, pdf, t
     assert all(page["status"] != "error" and page["output_tokens"] > 0 for page in pages), pages
 
 
-def test_batch_is_ignored_with_a_warning_on_mlx(tiny_models, tmp_path):
-    one = samples.write_pdf(tmp_path / "one.pdf", pages=1, size=(400, 500))
-    proc = _scan(one, ["--model", tiny_models.dense_mlx], "--batch", "4", "--max-tokens", "16")
+# MLX (engines/mlx_batch.py): the same checks with the tiny MLX checkpoints. Its batch
+# gives each page the single-page engine's text (tests/test_mlx_batch.py), so here the
+# whole page record is compared, token counts included.
+MLX_COMPARED = COMPARED + ("output_tokens", "finish_reason")
+
+
+def _mlx(tiny_models, kind: str):
+    return ["--model", tiny_models.moe_mlx if kind == "moe" else tiny_models.dense_mlx]
+
+
+@pytest.fixture(scope="module")
+def mlx_reference(tiny_models, pdf):
+    found = {}
+    for kind in ("dense", "moe"):
+        proc = _scan(pdf, _mlx(tiny_models, kind), "--batch", "1")
+        assert proc.returncode in (0, 10), proc.stderr.decode()
+        found[kind] = _pages(proc.stdout)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_an_mlx_batch_writes_the_same_document_as_one_page_at_a_time(tiny_models, pdf, mlx_reference, kind):
+    proc = _scan(pdf, _mlx(tiny_models, kind), "--batch", "4", "--verbose")
     stderr = proc.stderr.decode()
     assert proc.returncode in (0, 10), stderr
-    assert "--batch 4 is for the llama.cpp engine; mlx reads one page at a time" in stderr
+    assert "4 pages at once" in stderr
+    pages = _pages(proc.stdout)
+    assert [page["number"] for page in pages] == list(range(1, 8))
+    assert [{key: p.get(key) for key in MLX_COMPARED} for p in pages] == [
+        {key: p.get(key) for key in MLX_COMPARED} for p in mlx_reference[kind]
+    ]
+    # The loop guard stopped pages of the batch (random weights repeat) and retried them
+    # sampled, in the batch, with the outcome they have alone; the pages beside them went on.
+    assert any(page["attempts"] > 1 for page in pages)
+    assert all(page["status"] != "error" for page in pages), pages
+
+
+def test_a_hung_page_in_an_mlx_batch_times_out_and_the_others_are_read(tiny_models, pdf, mlx_reference):
+    proc = _scan(
+        pdf,
+        _mlx(tiny_models, "dense"),
+        "--batch",
+        "3",
+        "--page-timeout",
+        "30",
+        env={"QWENOCR_TEST_ENGINE_FAULTS": "2:hang"},
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode in (0, 10), stderr
+    assert "Traceback" not in stderr
+    pages = _pages(proc.stdout)
+    statuses = [page["status"] for page in pages]
+    assert statuses.count("timeout") == 1, statuses
+    assert "error" not in statuses, pages
+    for page, alone in zip(pages, mlx_reference["dense"], strict=True):
+        if page["status"] != "timeout":
+            assert page["text"] == alone["text"]
+
+
+def test_a_page_timeout_in_an_mlx_batch_stops_that_page_only(tiny_models, pdf):
+    """Pages that decode past --page-timeout (no hang: their text streams on) are stopped
+    through their callbacks, each alone: the engine is not killed or restarted, the rows
+    go to the next pages, and every page gets its record."""
+    proc = _scan(
+        pdf,
+        _mlx(tiny_models, "dense"),
+        "--batch",
+        "4",
+        # Sampled text streams word by word (greedy newlines would come in one piece at
+        # the end); 4000 tokens take far longer than the timeout.
+        "--temperature",
+        "1",
+        "--max-tokens",
+        "4000",
+        "--page-timeout",
+        "8",
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode in (0, 10), stderr
+    assert "Traceback" not in stderr
+    assert "fresh engine" not in stderr and "crashed" not in stderr, stderr
+    pages = _pages(proc.stdout)
+    assert [page["number"] for page in pages] == list(range(1, 8))
+    statuses = [page["status"] for page in pages]
+    assert "timeout" in statuses and "error" not in statuses, statuses
+    for page in pages:
+        if page["status"] == "timeout":
+            assert 0 < page["output_tokens"] < 4000 and page["text"], page
+
+
+def test_an_mlx_batched_run_that_stops_resumes_its_finished_pages(tiny_models, pdf, tmp_path):
+    out = tmp_path / "out.jsonl"
+    cache = {"QWENOCR_CACHE_DIR": str(tmp_path / "cache")}
+    sampled = ("--batch", "3", "--temperature", "1", "-o", out, "--resume")
+    faults = ",".join(str(call) for call in range(4, 40))
+    proc = _scan(pdf, _mlx(tiny_models, "dense"), *sampled, env={**cache, "QWENOCR_TEST_ENGINE_FAULTS": faults})
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 12, stderr
+    assert not out.exists()
+    rerun = _scan(pdf, _mlx(tiny_models, "dense"), *sampled, "--verbose", env=cache)
+    stderr = rerun.stderr.decode()
+    assert rerun.returncode in (0, 10), stderr
+    assert "page(s) already done" in stderr
+    pages = _pages(out.read_bytes())
+    assert [page["number"] for page in pages] == list(range(1, 8))
+    assert all(page["status"] != "error" and page["output_tokens"] > 0 for page in pages), pages
 
 
 def test_batch_is_bounded(tiny_models, pdf):

@@ -170,8 +170,9 @@ def scan_command(
             "--batch",
             min=1,
             max=MAX_BATCH,
-            help="Pages decoding at once in the local llama.cpp engine (one context, a sequence per page);"
-            " 1 reads one page at a time. Default: the plan's (what memory allows), 1 with --model PATH.",
+            help="Pages decoding at once in the local engine (llama.cpp: one context, a sequence per page;"
+            " MLX: mlx-vlm's batched generation); 1 reads one page at a time. Default: the plan's (what memory"
+            " allows), 1 with --model PATH.",
         ),
     ] = None,
     variant: Annotated[

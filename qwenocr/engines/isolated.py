@@ -25,7 +25,7 @@ generated), then `done` (the `Generation`) or `error`, each with the request's s
 `log` messages (the engine's qwenocr log records) may come at any time.
 
 Several pages in flight: an engine that decodes several pages at once (`concurrency` > 1,
-the llama.cpp batch engine of `--batch N`) gets up to that many `generate` requests at
+a batch engine of `--batch N`, llama.cpp or MLX) gets up to that many `generate` requests at
 once; the child runs each in its own thread and the parent routes each message to its
 page by serial. A crash then ends every page in flight: each is retried, and until as
 many pages have been read as were in flight, pages go through the fresh engine one at a

@@ -30,6 +30,10 @@ def load_in_process(
 ) -> Backend:
     """Load `backend` ("mlx" or "llama.cpp") here; see `factory.load_local_engine`."""
     if backend == "mlx":
+        if batch > 1:
+            from qwenocr.engines.mlx_batch import MLXBatchBackend
+
+            return MLXBatchBackend(model_path, batch=batch, verbose=verbose)
         from qwenocr.engines.mlx import MLXBackend
 
         return MLXBackend(model_path, verbose=verbose)

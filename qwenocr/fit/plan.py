@@ -154,13 +154,15 @@ UPGRADE_EXTRA_SECONDS = 20.0
 HYBRID_MIN_TOKENS_PER_S = 5.0
 # Serve advice (vLLM/SGLang, tensor parallel) from this many datacenter GPUs on.
 SERVE_MIN_GPUS = 4
-# Pages at once a plan proposes for llama.cpp when memory allows (`scan --batch`
-# overrides): decode reads the weights once a step for every page in it, so pages/s
+# Pages at once a plan proposes for a local engine (llama.cpp, MLX) when memory allows
+# (`scan --batch` overrides): decode reads the weights once a step for every page in it, so pages/s
 # grows with the batch until compute is the limit. Measured on a 2-core CPU with the
 # real-dimension 0.8B (benchmarks/bench_batch.py, docs/performance.md): 1.47x at 2,
 # 1.88x at 4, 2.06x at 8 pages of 128 tokens; the image prefill, one page at a time,
-# bounds it. GPUs are not measured yet: 8 there too.
+# bounds it. GPUs and Apple Silicon (MLX) are not measured yet: 8 there too.
 PLANNED_BATCHES = (1, 2, 4, 8)
+# The engines that decode several pages at once (engines/llamacpp_batch.py, mlx_batch.py).
+BATCHING_BACKENDS = ("llama.cpp", "mlx")
 PLANNED_BATCH_MAX = {"cpu": 8, "gpu": 8}
 DATACENTER_GPU_NAMES = ("H100", "H200", "H800", "H20", "A100", "A800", "B100", "B200", "GH200", "L40", "MI2", "MI3")
 PREFERENCES = ("accuracy", "speed")
@@ -439,17 +441,17 @@ def estimate(
     when it is set (MLX has none: its cache grows with the page). The two activation
     terms come from fit/vision_memory.py (fitted to measurements); `flash_attn` is
     llama.cpp's setting, by default what the engine uses. With `batch` pages decoding at
-    once (llama.cpp's --batch) each has its own KV cache and recurrent state; the pages
-    are prefilled one at a time, so the activations are one page's."""
+    once (`scan --batch`, llama.cpp and MLX alike) each has its own KV cache and recurrent
+    state; the pages are prefilled one at a time, so the activations are one page's."""
     v = catalog.get_variant(variant) if isinstance(variant, str) else variant
     ctx = context_tokens(max_image_tokens, max_output_tokens, n_ctx if backend == "llama.cpp" else None)
-    kv = (v.kv_bytes_per_token * ctx + v.recurrent_state_bytes) * (batch if backend == "llama.cpp" else 1)
+    kv = (v.kv_bytes_per_token * ctx + v.recurrent_state_bytes) * (batch if backend in BATCHING_BACKENDS else 1)
     fa = vision_memory.LLAMA_FLASH_ATTN if flash_attn is None else flash_attn
     vision_act = vision_memory.vision_activation_bytes(
         v.vision.width, v.vision.intermediate, v.vision.heads, max_image_tokens, backend, fa
     )
     text_act = vision_memory.text_activation_bytes(v.hidden_size, max_image_tokens, PROMPT_TOKENS, backend, fa)
-    if backend == "llama.cpp" and batch > 1:
+    if backend in BATCHING_BACKENDS and batch > 1:
         # A decode step of the batch keeps a row of fp32 logits for every page in it.
         text_act += (batch - 1) * catalog.VOCAB_SIZE * 4
     weights_from = "table"
@@ -1025,11 +1027,11 @@ def make_plan(
 
 
 def _with_batch(plan: Plan, requested: Optional[int]) -> Plan:
-    """The pages the chosen llama.cpp model decodes at once: `requested` (--batch, whose
-    memory the candidates already counted), else the most of PLANNED_BATCHES whose extra
-    KV caches and recurrent states fit beside the one-page estimate. MLX reads one page
-    at a time here."""
-    if plan.backend != "llama.cpp" or plan.choice is None or plan.estimate is None or not plan.fits:
+    """The pages the chosen local model decodes at once (llama.cpp or MLX): `requested`
+    (--batch, whose memory the candidates already counted), else the most of
+    PLANNED_BATCHES whose extra KV caches and recurrent states fit beside the one-page
+    estimate."""
+    if plan.backend not in BATCHING_BACKENDS or plan.choice is None or plan.estimate is None or not plan.fits:
         return replace(plan, batch=1)
     if requested is not None:
         return replace(plan, batch=requested)

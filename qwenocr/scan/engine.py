@@ -71,15 +71,16 @@ def engine_batch(
     backend: str, request: ScanRequest, plan: Optional[Plan] = None, reporter: Optional[Reporter] = None
 ) -> int:
     """How many pages the local engine decodes at once: --batch, else the plan's (what its
-    memory leaves room for), else 1 (--model PATH). MLX reads one page at a time here (its
-    batched generation is not wired in yet), and says so when --batch asked for more."""
+    memory leaves room for), else 1 (--model PATH). Both local engines batch: llama.cpp
+    (engines/llamacpp_batch.py) and MLX (engines/mlx_batch.py); any other backend reads
+    one page at a time, and says so when --batch asked for more."""
     wanted = request.batch if request.batch is not None else (plan.batch if plan is not None else 1)
     if wanted <= 1:
         return 1
-    if backend == "llama.cpp":
+    if backend in ("llama.cpp", "mlx"):
         return wanted
     if reporter is not None and request.batch is not None:
-        reporter.warn(f"--batch {request.batch} is for the llama.cpp engine; {backend} reads one page at a time")
+        reporter.warn(f"--batch {request.batch} is for the local engines; {backend} reads one page at a time")
     return 1
 
 
