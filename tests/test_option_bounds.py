@@ -151,12 +151,15 @@ def test_the_check_counts_kv_cache_and_recurrent_state(tiny_models, tmp_path: Pa
 
 def test_the_plan_counts_an_n_ctx(tmp_path: Path) -> None:
     """With a plan, --n-ctx sizes the plan's KV cache (llama.cpp allocates it all)."""
+    from qwenocr.fit.catalog import deltanet_state_bytes_per_layer
     from qwenocr.fit.plan import NATIVE_CONTEXT_TOKENS, estimate
 
     usual = estimate("9B", 4)
     large = estimate("9B", 4, n_ctx=NATIVE_CONTEXT_TOKENS)
-    # 9B: 8 full-attention layers x 2 x 4 KV heads x 256 x 2 B = 32 KiB per token
-    assert large.kv_gb == pytest.approx((32 * 1024 * NATIVE_CONTEXT_TOKENS + 24 * 4 * 2**20) / 1e9, abs=0.01)
+    # 9B: 8 full-attention layers x 2 x 4 KV heads x 256 x 2 B = 32 KiB per token, and
+    # the 24 Gated DeltaNet layers' state of 32 value heads.
+    state = 24 * deltanet_state_bytes_per_layer(32)
+    assert large.kv_gb == pytest.approx((32 * 1024 * NATIVE_CONTEXT_TOKENS + state) / 1e9, abs=0.01)
     assert large.kv_gb > usual.kv_gb * 25
     assert estimate("9B", 4, backend="mlx", n_ctx=NATIVE_CONTEXT_TOKENS).kv_gb == estimate("9B", 4, backend="mlx").kv_gb
 
