@@ -68,6 +68,7 @@ from PIL import Image
 from qwenocr.engines import llamacpp_patches
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS, engine_missing, model_load_error, projector_load_error
+from qwenocr.engines.pagequeue import submit_and_wait
 from qwenocr.errors import BackendError
 
 # llama-cpp-python's `Llama` defaults, which the single-page engine runs with: the image
@@ -407,6 +408,10 @@ class LlamaCppBatchBackend:
         )
         return text.replace(llamacpp_patches.PAGE_URL, self._marker)
 
+    def _refused(self) -> Optional[str]:
+        """Why no page is taken any more (called under the condition), or None."""
+        return (self._broken or "closed") if self._closing or self._broken else None
+
     def generate(
         self,
         image: Image.Image,
@@ -419,35 +424,8 @@ class LlamaCppBatchBackend:
         rgb = image.convert("RGB")
         text = self.render(prompt).encode("utf-8")
         request = _Request(rgb=rgb.tobytes(), size=rgb.size, text=text, settings=settings)
-        with self._cond:
-            if self._closing or self._broken:
-                raise BackendError(f"the llama.cpp engine is {self._broken or 'closed'}")
-            self._waiting.append(request)
-            self._cond.notify()
-        pieces: List[str] = []
-        tokens = 0
-        finish: Optional[str] = None
-        try:
-            while finish is None:
-                event = request.events.get()
-                if event[0] == "piece":
-                    _, piece, tokens = event
-                    pieces.append(piece)
-                    if on_piece is not None and on_piece(piece) is False:
-                        finish = "aborted"
-                elif event[0] == "end":
-                    _, finish, tokens = event
-                else:
-                    raise BackendError(event[1])
-        finally:
-            if finish is None or finish == "aborted":
-                request.cancelled = True  # the scheduler frees its sequence at its next step
-                with self._cond:
-                    self._cond.notify()
-        assert finish is not None  # the loop ends only with one
-        return Generation(
-            text="".join(pieces), output_tokens=tokens, prompt_tokens=request.prompt_tokens, finish_reason=finish
-        )
+        page, tokens, finish = submit_and_wait(self._cond, self._waiting, self._refused, "llama.cpp", request, on_piece)
+        return Generation(text=page, output_tokens=tokens, prompt_tokens=request.prompt_tokens, finish_reason=finish)
 
     def close(self) -> None:
         """Stop the scheduler (pages still waiting or decoding fail) and free the context."""

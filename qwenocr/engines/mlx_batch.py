@@ -60,7 +60,7 @@ from PIL import Image
 
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.engines.mlx import MAX_IMAGE_TOKENS
-from qwenocr.errors import BackendError
+from qwenocr.engines.pagequeue import submit_and_wait
 
 # `stream_generate`'s repetition-penalty window (mlx-vlm's DEFAULT_REPETITION_CONTEXT_SIZE).
 PENALTY_CONTEXT = 20
@@ -123,6 +123,10 @@ class MLXBatchBackend:
             self._thread = None
             raise error
 
+    def _refused(self) -> Optional[str]:
+        """Why no page is taken any more (called under the condition), or None."""
+        return (self._broken or "closed") if self._closing or self._broken else None
+
     def generate(
         self,
         image: Image.Image,
@@ -131,38 +135,11 @@ class MLXBatchBackend:
         on_piece: Optional[PieceCallback] = None,
     ) -> Generation:
         request = _Request(image=image.copy(), prompt=prompt, settings=settings)
-        with self._cond:
-            if self._closing or self._broken:
-                raise BackendError(f"the MLX engine is {self._broken or 'closed'}")
-            self._waiting.append(request)
-            self._cond.notify()
-        pieces: List[str] = []
-        tokens = 0
-        finish: Optional[str] = None
-        try:
-            while finish is None:
-                event = request.events.get()
-                if event[0] == "piece":
-                    _, piece, tokens = event
-                    pieces.append(piece)
-                    if on_piece is not None and on_piece(piece) is False:
-                        finish = "aborted"
-                elif event[0] == "end":
-                    _, finish, tokens = event
-                else:
-                    raise BackendError(event[1])
-        finally:
-            if finish is None or finish == "aborted":
-                request.cancelled = True  # the scheduler removes its row before its next step
-                with self._cond:
-                    self._cond.notify()
-        assert finish is not None  # the loop ends only with one
+        text, tokens, finish = submit_and_wait(self._cond, self._waiting, self._refused, "MLX", request, on_piece)
         # MLXBackend's rule: a page that stopped on its last allowed token ran to length.
         if finish == "stop" and tokens >= settings.max_tokens:
             finish = "length"
-        return Generation(
-            text="".join(pieces), output_tokens=tokens, prompt_tokens=request.prompt_tokens, finish_reason=finish
-        )
+        return Generation(text=text, output_tokens=tokens, prompt_tokens=request.prompt_tokens, finish_reason=finish)
 
     def close(self) -> None:
         """Stop the scheduler (pages still waiting or decoding fail) and free the model."""
