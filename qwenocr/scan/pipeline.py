@@ -651,7 +651,7 @@ class _PieceSink:
 def _generate_once(number, image, backend, options, settings, events) -> PageResult:
     from qwenocr.scan.repetition import RepetitionGuard
 
-    guard = RepetitionGuard()
+    guard = RepetitionGuard(html=options.layout)
     deadline = time.monotonic() + options.page_timeout if options.page_timeout else None
     state = {"looped": False, "timed_out": False}
 

@@ -55,6 +55,31 @@ line start when the unit spans lines, or word start when it has spaces, because 
 periodic run often begins a few characters early, where the text before it happens to
 end like the unit.
 
+HTML answers (layout mode)
+--------------------------
+With --layout the model answers document-parsing HTML (`<p data-bbox="x0 y0 x1 y1">`,
+tables of hundreds of `<tr><td>..</td></tr>`), and the pipeline builds the guard with
+`html=True`. Counted as text, HTML both trips the criterion and slips past it: tags
+inflate every unit (`<td>0</td>` is ten characters where Markdown has `| 0 `), so twelve
+rows of zeros or a one-line table of empty rows look like a loop; and a looping model
+moves the box on as it replays an element (`data-bbox="80 130 ..."`, `"80 152 ..."`), so
+its copies are not exact and are never caught. So in HTML mode the checks look at a
+*view* of the answer in which every tag is one character that stands for the tag with
+its box masked (same tag and attributes, any box: same character), weighing 1 like the
+Markdown syntax it replaces, and elements that are a line of the page (`p`, `li`, `tr`,
+headings, `div`...) count as line breaks: their closing tag (or opening tag, for a
+`</tr>` left out) makes a unit "span lines". The criterion is then the table above,
+with one change (`HTML_RULES`): a content-free unit within one line needs 200
+characters, not 400, because in HTML that is only ever a soup of empty cells (`<td></td>`
+x 100 is already 400 tokens); dot leaders and underscores stay far below it. So a
+paragraph or row replayed with creeping boxes is caught at the same copy as the same
+loop in Markdown (the 4th for a paragraph, ~7 for a table row), empty fields and rows at
+the 40th, empty cells at ~100 in one row; a ledger of 320 rows, a form with 25 identical
+writing lines and 30 empty rows on one line, or 12 rows of zeros are not loops. The loop
+start moves to an element boundary (after `</p>`, `</tr>` or before `<tr>`), and the
+positions and unit reported are in the answer, never the view, so the text kept ends
+with whole elements and parses into the blocks before the loop.
+
 Cost
 ----
 The guard checks at fixed text positions, every `check_every` (32) characters, whatever
@@ -69,16 +94,23 @@ unit) and looks for the whole run plus the character before it, which a longer l
 must contain; in a table of contents that jumps over every dot of every earlier leader
 at once. At most 64 candidates are examined per check. Feeding is O(1) per piece between
 checks, and the tail buffer is trimmed, so memory for the scan stays bounded. Measured:
-200,000 characters fed in 3-character pieces take 0.14-0.24 s (6,250 checks).
+200,000 characters fed in 3-character pieces take 0.14-0.24 s (6,250 checks). The HTML
+view is built only when a check point may have been reached (the view grows no faster
+than the text), with one regular-expression pass over the new text; a `<` is held back
+until the text after it shows whether it is a tag, so the view, like the checks, does not
+depend on how the text is chunked. Measured (benchmarks/bench_guard_layout.py, 2 shared
+cores): 0.7-1.5 us a token on layout HTML, against 0.4-0.6 us for the plain guard.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
+from bisect import bisect_left
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Dict, List, Optional, Set
 
-__all__ = ["LoopRules", "Loop", "RepetitionGuard", "find_loop", "detect_loop"]
+__all__ = ["LoopRules", "HTML_RULES", "Loop", "RepetitionGuard", "find_loop", "detect_loop"]
 
 # Markup that carries no document content: HTML tags, HTML entities, LaTeX control words.
 _MARKUP = re.compile(r"<[^<>\n]{1,80}>|&#?\w{1,10};|\\[A-Za-z]+")
@@ -119,6 +151,8 @@ class LoopRules:
 
 
 DEFAULT_RULES = LoopRules()
+# Layout mode's answers (`RepetitionGuard(html=True)`): see "HTML answers" above.
+HTML_RULES = LoopRules(separator_chars=200)
 
 
 @dataclass(frozen=True)
@@ -139,14 +173,18 @@ class RepetitionGuard:
     `RepetitionGuard(min_repeats=5)` overrides one threshold of `LoopRules`.
     """
 
-    def __init__(self, rules: Optional[LoopRules] = None, **overrides: int) -> None:
-        rules = rules or DEFAULT_RULES
+    def __init__(self, rules: Optional[LoopRules] = None, *, html: bool = False, **overrides: int) -> None:
+        rules = rules or (HTML_RULES if html else DEFAULT_RULES)
         self.rules = replace(rules, **overrides) if overrides else rules
+        self.html = html
         self.scans = 0  # checks performed: bounded by len(text) / check_every + 1
         self._pieces: list[str] = []
         self._joined: Optional[str] = ""
+        # The text the checks look at: the text itself, or in HTML mode its view (_HtmlView).
         self._n = 0
-        # The tail of the text that checks look at; _buf[0] is text[_buf_start].
+        self._view = _HtmlView() if html else None
+        self._raw_unviewed = 0  # HTML mode: characters fed since the view was last brought up to date
+        # The tail of the (viewed) text that checks look at; _buf[0] is view[_buf_start].
         self._buf = ""
         self._buf_start = 0
         self._pending: list[str] = []
@@ -161,19 +199,38 @@ class RepetitionGuard:
         if piece:
             self._pieces.append(piece)
             self._joined = None
-            self._n += len(piece)
             if self._loop is None:
-                self._pending.append(piece)
+                if self._view is None:
+                    self._pending.append(piece)
+                    self._n += len(piece)
+                else:
+                    self._view.push(piece)
+                    self._raw_unviewed += len(piece)
+                    # The view grows by at most what was fed (and held back), so it cannot
+                    # have reached the next check point before this much arrived: O(1) per piece.
+                    if self._raw_unviewed + self._view.held < self._next_check - self._n:
+                        return False
+                    self._pull_view(final=False)
                 if self._n >= self._next_check:
                     self._run_checks()
         return self._loop is not None
 
     def finish(self) -> bool:
         """Check the very end of the text too (the stream ended between check points)."""
+        if self._loop is None and self._view is not None:
+            self._pull_view(final=True)
         if self._loop is None and self._n > self._checked_upto:
             self._absorb()
             self._check(self._n)
         return self._loop is not None
+
+    def _pull_view(self, final: bool) -> None:
+        assert self._view is not None
+        viewed = self._view.pull(final)
+        self._raw_unviewed = 0
+        if viewed:
+            self._pending.append(viewed)
+            self._n += len(viewed)
 
     # -- results ---------------------------------------------------------------------
 
@@ -224,38 +281,180 @@ class RepetitionGuard:
             cut = len(self._buf) - window
             self._buf = self._buf[cut:]
             self._buf_start += cut
+            if self._view is not None:
+                self._view.forget_before(self._buf_start)
 
     def _check(self, end_abs: int) -> bool:
         self.scans += 1
         self._checked_upto = end_abs
         end = end_abs - self._buf_start
         lo = max(0, end - self.rules.window)
-        found = _scan(self._buf, lo, end, self.rules)
+        found = _scan(self._buf, lo, end, self.rules, self._view.marks if self._view else None)
         if found is None:
             return False
         offset = self._buf_start
-        self._loop = replace(found, start=found.start + offset, region_start=found.region_start + offset)
+        start, region_start = found.start + offset, found.region_start + offset
+        if self._view is not None:
+            # Positions in the view -> positions in the text; the unit is reported as text.
+            unit_end = self._view.raw_at(end_abs)
+            unit_start = self._view.raw_at(end_abs - found.period)
+            start, region_start = self._view.raw_at(start), self._view.raw_at(region_start)
+            text = self.text
+            found = replace(found, unit=text[unit_start:unit_end], period=unit_end - unit_start)
+        self._loop = replace(found, start=start, region_start=region_start)
         return True
 
 
-def detect_loop(text: str, rules: Optional[LoopRules] = None, **overrides: int) -> Optional[Loop]:
+def detect_loop(
+    text: str, rules: Optional[LoopRules] = None, *, html: bool = False, **overrides: int
+) -> Optional[Loop]:
     """The loop a `RepetitionGuard` fed `text` would report (at its end included)."""
-    guard = RepetitionGuard(rules, **overrides)
+    guard = RepetitionGuard(rules, html=html, **overrides)
     guard.feed(text)
     guard.finish()
     return guard.loop
 
 
-def find_loop(text: str, rules: Optional[LoopRules] = None, **overrides: int) -> Optional[int]:
+def find_loop(text: str, rules: Optional[LoopRules] = None, *, html: bool = False, **overrides: int) -> Optional[int]:
     """Where the first loop in `text` begins (keep `text[:index]`), or None."""
-    loop = detect_loop(text, rules, **overrides)
+    loop = detect_loop(text, rules, html=html, **overrides)
     return loop.start if loop else None
+
+
+# -- HTML answers: the view the checks look at --------------------------------------
+
+# A whole tag on one line: the name, then attributes (the box among them).
+_TAG_AT = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]{0,30})(?=[\s/>])([^<>\n]{0,300})>")
+# What a tag not yet finished may look like: hold it back until it is (or cannot be).
+_TAG_START = re.compile(r"<(?:/?(?:[A-Za-z][A-Za-z0-9:-]{0,30}(?:[\s/][^<>\n]{0,300})?)?)?\Z")
+_BOX_ATTR = re.compile(r"""\s*\b(?:data-)?bbox\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*)""", re.IGNORECASE)
+# Elements that are a line of the page: their end (and a line break) ends a "line" of the
+# view, their start begins one (a row whose </tr> the model left out still ends the last).
+_LINE_ELEMENTS = frozenset(
+    {"p", "div", "li", "ul", "ol", "tr", "table", "thead", "tbody", "tfoot", "caption", "header", "footer"}
+    | {"section", "article", "figure", "figcaption", "blockquote", "pre", "body", "html", "dl", "dt", "dd"}
+    | {f"h{n}" for n in range(1, 7)}
+)
+_LINE_BREAKS = frozenset({"br", "hr"})
+# One private-use character per distinct tag: neither a letter nor a digit, so a tag is
+# markup without content, as in _MARKUP; `_weight` counts it as one character.
+_CODE_FROM = 0xE000
+_CODES = 0xF8FF - 0xE000
+
+
+class _Marks:
+    """Which view characters stand for tags that end or begin a line of the page."""
+
+    def __init__(self) -> None:
+        self.ends: Set[str] = set()
+        self.opens: Set[str] = set()
+        self.breaks: Set[str] = set()  # <br>, <hr>: a run of them is a run of blank lines
+
+    def spans_lines(self, unit: str) -> bool:
+        return "\n" in unit or not self.ends.isdisjoint(unit) or not self.opens.isdisjoint(unit)
+
+
+class _HtmlView:
+    """The text with every tag replaced by one character that stands for the tag with
+    its box masked, built piece by piece; maps view positions back to text positions.
+
+    A `<` is decided as soon as the text after it shows whether it starts a tag (a whole
+    tag on one line, at most ~330 characters) or not; until then it is held back, so
+    the view does not depend on how the text arrives in pieces.
+    """
+
+    def __init__(self) -> None:
+        self.marks = _Marks()
+        self._codes: Dict[str, str] = {}
+        self._parts: List[str] = []
+        self._held = ""
+        self._n = 0  # view characters so far
+        # Tags in the view since the last trim: their view positions, and for each the
+        # text characters minus view characters up to and including it.
+        self._tag_at: List[int] = []
+        self._extra: List[int] = []
+        self._extra_base = 0  # the same, for the tags trimmed away
+
+    def push(self, piece: str) -> None:
+        self._parts.append(piece)
+
+    @property
+    def held(self) -> int:
+        """Characters pulled but held back (an unfinished tag)."""
+        return len(self._held)
+
+    def pull(self, final: bool) -> str:
+        """The view of the text pushed since the last pull (all of it when `final`)."""
+        raw = self._held + "".join(self._parts)
+        self._parts = []
+        self._held = ""
+        out: List[str] = []
+        v = self._n
+        extra = self._extra[-1] if self._extra else self._extra_base
+        i, n = 0, len(raw)
+        while i < n:
+            j = raw.find("<", i)
+            if j < 0:
+                j = n
+            if j > i:
+                out.append(raw[i:j])
+                v += j - i
+            if j == n:
+                break
+            tag = _TAG_AT.match(raw, j)
+            if tag is not None:
+                out.append(self._code(tag.group(1) == "/", tag.group(2).lower(), tag.group(3)))
+                extra += tag.end() - j - 1
+                self._tag_at.append(v)
+                self._extra.append(extra)
+                v += 1
+                i = tag.end()
+            elif not final and _TAG_START.match(raw, j):
+                self._held = raw[j:]
+                break
+            else:
+                out.append("<")
+                v += 1
+                i = j + 1
+        self._n = v
+        return "".join(out)
+
+    def raw_at(self, view_pos: int) -> int:
+        """The position in the text of the view's position `view_pos`."""
+        k = bisect_left(self._tag_at, view_pos)
+        return view_pos + (self._extra[k - 1] if k else self._extra_base)
+
+    def forget_before(self, view_pos: int) -> None:
+        k = bisect_left(self._tag_at, view_pos)
+        if k:
+            self._extra_base = self._extra[k - 1]
+            del self._tag_at[:k], self._extra[:k]
+
+    def _code(self, closing: bool, name: str, attrs: str) -> str:
+        attrs = _BOX_ATTR.sub("", attrs).strip().rstrip("/").strip()
+        key = ("/" if closing else "") + name + (" " + attrs if attrs else "")
+        code = self._codes.get(key)
+        if code is not None:
+            return code
+        if len(self._codes) < _CODES:
+            code = chr(_CODE_FROM + len(self._codes))
+            self._codes[key] = code
+        else:  # a pathological answer: thousands of distinct tags share codes
+            code = chr(_CODE_FROM + zlib.crc32(key.encode()) % _CODES)
+        if name in _LINE_BREAKS:
+            self.marks.ends.add(code)
+            self.marks.breaks.add(code)
+        elif closing and name in _LINE_ELEMENTS:
+            self.marks.ends.add(code)
+        elif name in _LINE_ELEMENTS:
+            self.marks.opens.add(code)
+        return code
 
 
 # -- the scan ------------------------------------------------------------------------
 
 
-def _scan(s: str, lo: int, end: int, rules: LoopRules) -> Optional[Loop]:
+def _scan(s: str, lo: int, end: int, rules: LoopRules, marks: Optional["_Marks"] = None) -> Optional[Loop]:
     """Look for a loop ending at s[end], using only s[lo:end]. Positions relative to s."""
     q = min(_NEEDLE, end - lo - 1)
     if q < 1:
@@ -270,7 +469,7 @@ def _scan(s: str, lo: int, end: int, rules: LoopRules) -> Optional[Loop]:
         if period > rules.max_period:
             return None
         run = period + _common_suffix(s, end, end - period, end - period - lo)
-        loop = _judge(s, end, period, run, rules)
+        loop = _judge(s, end, period, run, rules, marks)
         if loop is not None:
             return loop
         # Inside a run of period d, no other period d' <= run - d can be a loop (Fine-Wilf):
@@ -310,33 +509,43 @@ def _common_suffix(s: str, a: int, b: int, limit: int) -> int:
         return matched + good
 
 
-def _judge(s: str, end: int, period: int, run: int, rules: LoopRules) -> Optional[Loop]:
+def _judge(s: str, end: int, period: int, run: int, rules: LoopRules, marks: Optional["_Marks"]) -> Optional[Loop]:
     """Is a tail of `run` characters with period `period` a loop? Cheap tests first."""
     repeats = run // period
     if repeats < 2 or run * _WIDE_WEIGHT < min(rules.min_chars, rules.whitespace_chars, rules.blank_lines_chars):
         return None
     unit = s[end - period : end]
-    kind = _classify(unit, rules.min_distinct)
+    kind = _classify(unit, rules.min_distinct, marks)
     need_repeats, need_chars = _thresholds(kind, rules)
     if repeats < need_repeats:
         return None
-    if repeats * _weight(unit) + _weight(s[end - run : end - repeats * period]) < need_chars:
+    tags = marks is not None
+    if repeats * _weight(unit, tags) + _weight(s[end - run : end - repeats * period], tags) < need_chars:
         return None
     if (unit + unit).find(unit, 1) < period:
         return None  # not a primitive unit; its own period is the loop to report
     region_start = end - run
-    start = _snap(s, region_start + period, min(region_start + 2 * period, end), unit)
+    start = _snap(s, region_start + period, min(region_start + 2 * period, end), unit, marks)
     return Loop(start, region_start, period, repeats, unit, kind)
 
 
-def _snap(s: str, start: int, limit: int, unit: str) -> int:
+def _snap(s: str, start: int, limit: int, unit: str, marks: Optional["_Marks"] = None) -> int:
     """Move the loop start forward to a natural boundary, within one copy.
 
     The periodic run often begins a few characters before the first copy, where the
     text before it happens to end like the unit (`points. ` before `...months. `), so
     region start + period cuts the first copy short. Moving to the next line start (for
-    units spanning lines) or word start (for units with spaces) keeps it whole.
+    units spanning lines) or word start (for units with spaces) keeps it whole. In HTML
+    mode an element boundary counts as a line start: after a closing block tag (`</tr>`,
+    `</p>`) or a line break, or before an opening block tag, so the text kept is whole
+    elements.
     """
+    if marks is not None and marks.spans_lines(unit):
+        for p in range(start, limit):
+            before, here = s[p - 1], s[p]
+            if (before == "\n" or before in marks.ends) and here != "\n" or here in marks.opens:
+                return p
+        return start
     if "\n" in unit:
         boundary = "\n"
     elif any(c.isspace() for c in unit):
@@ -367,12 +576,15 @@ def _thresholds(kind: str, rules: LoopRules) -> tuple[int, int]:
     return 2, rules.whitespace_chars
 
 
-def _classify(unit: str, min_distinct: int) -> str:
+def _classify(unit: str, min_distinct: int, marks: Optional["_Marks"] = None) -> str:
     if not unit.strip():
         return "blank-lines" if "\n" in unit else "whitespace"
+    if marks is not None and all(c.isspace() or c in marks.breaks for c in unit):
+        return "blank-lines"  # <br> after <br>: HTML's blank lines
     distinct = len(set(_content_chars(unit)))
     if distinct == 0:
-        return "blank-rows" if "\n" in unit else "separator"
+        spans = marks.spans_lines(unit) if marks is not None else "\n" in unit
+        return "blank-rows" if spans else "separator"
     return "content" if distinct >= min_distinct else "low-content"
 
 
@@ -391,6 +603,10 @@ def _content_chars(unit: str) -> list[str]:
     return [c for i, c in enumerate(tripled[d : 2 * d], d) if not covered[i] and c.isalnum()]
 
 
-def _weight(text: str) -> int:
-    """Length in Latin-equivalent characters: a wide (CJK) character counts as 3."""
-    return len(text) + (_WIDE_WEIGHT - 1) * sum(1 for c in text if ord(c) >= _WIDE_FROM)
+def _weight(text: str, tags: bool = False) -> int:
+    """Length in Latin-equivalent characters: a wide (CJK) character counts as 3; in an
+    HTML view (`tags`) a tag's character counts as 1, like the Markdown it stands for."""
+    wide = sum(1 for c in text if ord(c) >= _WIDE_FROM)
+    if tags:
+        wide -= sum(1 for c in text if _CODE_FROM <= ord(c) < _CODE_FROM + _CODES)
+    return len(text) + (_WIDE_WEIGHT - 1) * wide
