@@ -52,7 +52,7 @@ _qwenocr_option_values() {
         "doctor --prefer") echo 'accuracy speed' ;;
         "doctor --base-url") echo @none ;;
         "scan --output"|"scan -o") echo @file ;;
-        "scan --format"|"scan -f") echo 'markdown json jsonl' ;;
+        "scan --format"|"scan -f") echo 'markdown json jsonl pdf' ;;
         "scan --pages"|"scan -p") echo @none ;;
         "scan --max-image-tokens") echo @none ;;
         "scan --dpi") echo @none ;;

@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qwenocr"
 # What each room may import (itself included). The foundation is the package's top-level
 # modules: errors, interrupts, atomic io, the stdout guard, the console.
 ALLOWED: Dict[str, Set[str]] = {
-    "cli": {"cli", "scan", "store", "fit", "eval", "engines", "pages", "layout", "foundation"},
-    "scan": {"scan", "store", "fit", "engines", "pages", "layout", "foundation"},
+    "cli": {"cli", "scan", "store", "fit", "eval", "engines", "pages", "searchable", "layout", "foundation"},
+    "scan": {"scan", "store", "fit", "engines", "pages", "searchable", "layout", "foundation"},
     "store": {"store", "fit", "foundation"},
     "fit": {"fit", "engines", "pages", "foundation"},
     "eval": {"eval", "foundation"},
     "engines": {"engines", "foundation"},
     "pages": {"pages", "layout", "foundation"},
+    "searchable": {"searchable", "layout", "foundation"},
     "layout": {"layout", "foundation"},
     "foundation": {"foundation"},
 }

@@ -50,6 +50,7 @@ class OutputFormat(str, enum.Enum):
     markdown = "markdown"
     json = "json"
     jsonl = "jsonl"
+    pdf = "pdf"
 
 
 class ScanBackend(str, enum.Enum):
@@ -81,7 +82,14 @@ def scan_command(
         typer.Option("--output", "-o", help="Output file, or directory for several inputs (default: stdout)."),
     ] = None,
     fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format: markdown, json, jsonl, or pdf (the input as a searchable PDF: its pages"
+            " untouched, the text invisible under them).",
+            case_sensitive=False,
+        ),
     ] = OutputFormat.markdown,
     pages: Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read, 1-based: 1-3,7,10-")] = None,
     max_image_tokens: Annotated[
@@ -111,13 +119,15 @@ def scan_command(
         ),
     ] = ScanMode.ocr,
     layout: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(
             "--layout/--no-layout",
             help="Ask the model for the page's layout (HTML with a box per element): JSON/JSONL pages gain"
-            " `blocks` (type, box in PDF points, text), and the Markdown is built from them.",
+            " `blocks` (type, box in PDF points, text), and the Markdown is built from them. On by default"
+            " with --format pdf (the text goes where each block is), off otherwise.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     layout_coords: Annotated[
         LayoutCoords,
         typer.Option(
@@ -311,6 +321,8 @@ def scan_command(
         password = os.environ.get("QWENOCR_PDF_PASSWORD") or None
     if output is None and stdio.stdout_was_closed():  # `>&-`: refuse now, not after the work
         raise OutputError("stdout is closed, so the document has nowhere to go", "give -o FILE, or leave stdout open")
+    if layout is None:  # a searchable PDF places its text by the blocks' boxes
+        layout = fmt == OutputFormat.pdf
     if figures is not None and not layout:
         raise UsageError("--figures needs --layout", "add --layout (figures are the layout's figure blocks)")
     if figures is not None and figures.exists() and not figures.is_dir():

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from qwenocr.errors import InputError, OutputError, QwenOCRError, UsageError
 from qwenocr.pages.document import IMAGE_SUFFIXES, display_name, open_document, parse_page_ranges, sniff_kind
-from qwenocr.scan.output import extension
+from qwenocr.scan.output import extension, is_binary
 from qwenocr.scan.request import ScanRequest
 
 
@@ -107,6 +107,11 @@ def check_inputs(request: ScanRequest) -> List[CheckedInput]:
     if names.count("-") > 1:
         raise UsageError("stdin (-) can only be read once")
     several = len(names) > 1
+    if several and request.output is None and is_binary(request.fmt):
+        raise UsageError(
+            f"--format {request.fmt} writes one file per input: with several inputs, stdout cannot take them",
+            "pass -o DIR (one .pdf per input)",
+        )
     if several and request.output is not None and not request.output.is_dir():
         if request.output.suffix:
             raise UsageError(

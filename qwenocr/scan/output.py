@@ -1,22 +1,28 @@
-"""Markdown, JSON and JSONL writers (the shapes are documented in docs/output-formats.md).
+"""Markdown, JSON, JSONL and searchable-PDF writers (the shapes are documented in
+docs/output-formats.md and docs/searchable-pdf.md).
 
 Writers receive pages in page order as they finish. Markdown and JSONL are written
 page by page (so a pipeline downstream sees each page at once); JSON is one object per
-document, written when the document ends. Writers never decide where bytes go: the
-caller hands them a stream (stdout, or an atomically replaced file).
+document, written when the document ends, and so is a PDF (it is the input's own file
+with the text added). Writers never decide where bytes go: the caller hands them a
+stream (stdout, or an atomically replaced file); a binary one for PDF (`is_binary`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Optional, Tuple, Type
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Dict, List, Optional, Tuple, Type, Union, cast
 
 from qwenocr import __version__
 from qwenocr.pages.base import display_name
 from qwenocr.scan.results import OK, REPETITION, TIMEOUT, TRUNCATED, PageResult, status_counts
+
+log = logging.getLogger(__name__)
 
 # Visible notes for pages whose text is not the whole page (Markdown has no status field).
 _MARKDOWN_NOTES = {
@@ -35,6 +41,11 @@ class DocumentInfo:
     model: dict = field(default_factory=dict)  # backend, model id/path, quant
     plan: Optional[dict] = None  # the hardware plan, when one was made
     settings: dict = field(default_factory=dict)
+    # What the PDF writer builds on: the input's kind ("pdf" or "image"), its file (or
+    # stdin's bytes) and password. Never written out.
+    kind: str = ""
+    origin: Union[Path, bytes, None] = field(default=None, repr=False)
+    password: Optional[str] = field(default=None, repr=False)
 
 
 def page_marker(number: int, status: str = OK) -> str:
@@ -172,6 +183,31 @@ class JsonWriter(Writer):
         self.stream.flush()
 
 
+class PdfWriter(Writer):
+    """The input again as a searchable PDF (qwenocr/searchable), written when the document
+    ends: one per stream, on a binary stream."""
+
+    def __init__(self, stream: IO[Any], several_documents: bool = False):
+        assert not several_documents, "one PDF per stream: the caller asks for -o DIR"
+        super().__init__(stream, several_documents)
+
+    def end(self, info: DocumentInfo, results: List[PageResult]) -> None:
+        from qwenocr.searchable.document import images_with_text, pdf_with_text
+
+        assert info.origin is not None, "the PDF writer needs the input itself"
+        records = [result.to_record() for result in results]
+        out = cast(BinaryIO, self.stream)  # run.py hands this writer a binary stream (is_binary)
+        if info.kind == "pdf":
+            written = pdf_with_text(info.origin, info.password, records, out)
+        else:
+            written = images_with_text(info.origin, records, out)
+        self.stream.flush()
+        log.info(
+            f"{display_name(info.source)}: searchable PDF of {written.pages} page(s), "
+            f"{written.layered} with a text layer ({written.lines} lines)"
+        )
+
+
 def document_object(info: DocumentInfo, results: List[PageResult]) -> dict:
     return {
         "source": display_name(info.source),
@@ -196,11 +232,18 @@ _FORMATS: Dict[str, Tuple[Type[Writer], str]] = {
     "markdown": (MarkdownWriter, ".md"),
     "json": (JsonWriter, ".json"),
     "jsonl": (JsonlWriter, ".jsonl"),
+    "pdf": (PdfWriter, ".pdf"),
 }
 FORMATS = tuple(_FORMATS)
+BINARY_FORMATS = ("pdf",)
 
 
-def make_writer(fmt: str, stream: IO[str], several_documents: bool = False) -> Writer:
+def is_binary(fmt: str) -> bool:
+    """Whether the format's writer takes a binary stream."""
+    return fmt in BINARY_FORMATS
+
+
+def make_writer(fmt: str, stream: IO[Any], several_documents: bool = False) -> Writer:
     writer_class, _ = _FORMATS[fmt]
     return writer_class(stream, several_documents)
 

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from qwenocr.engines.base import Backend, Generation
-from qwenocr.errors import ExitCode, OutputError, QwenOCRError
+from qwenocr.errors import ExitCode, OutputError, QwenOCRError, UsageError
 from qwenocr.pages.document import open_document
 from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, default_root, file_digest, run_key
 from qwenocr.scan.engine import connect_server, load_engine
 from qwenocr.scan.figures import FigureTarget
 from qwenocr.scan.inputs import CheckedInput, check_inputs, output_names
 from qwenocr.scan.model_choice import plan_record, resolve_model
-from qwenocr.scan.output import DocumentInfo, Writer, make_writer
+from qwenocr.scan.output import DocumentInfo, Writer, is_binary, make_writer
 from qwenocr.scan.pipeline import Events, ScanOptions, run_document
 from qwenocr.scan.progress import Reporter
 from qwenocr.scan.request import ScanRequest
@@ -70,6 +70,11 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
     backend) to use instead of planning, resolving and loading a real model.
     """
     inputs = check_inputs(request)
+    if is_binary(request.fmt) and request.output is None and stdout.isatty():
+        raise UsageError(
+            f"--format {request.fmt} writes a binary file, not text for a terminal",
+            "pass -o FILE.pdf, or redirect stdout to a file",
+        )
     good = [item for item in inputs if item.error is None]
     for item in inputs:
         # With no good input the first error is raised, and cli/app.py says it: not here too.
@@ -110,7 +115,10 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
     scanned: List[_Scanned] = []
     try:
         with reporter:
-            writer = make_writer(request.fmt, stdout, several_documents=several) if request.output is None else None
+            writer = None
+            if request.output is None:
+                stream = stdout.buffer if is_binary(request.fmt) else stdout
+                writer = make_writer(request.fmt, stream, several_documents=several)
             slots = max(1, backend.concurrency)
             # A server backend takes several pages at once: with several inputs written
             # to separate files, keep it busy across documents, not just within one.
@@ -235,6 +243,9 @@ def _scan_one(item: CheckedInput, run: _RunContext) -> _Scanned:
             model={"backend": run.model.backend, "model": run.model.label},
             plan=run.plan_record,
             settings=run.settings,
+            kind=item.kind or "",
+            origin=item.data if item.data is not None else Path(item.name),
+            password=request.password,
         )
         results: List[PageResult] = []
         with _destination(run.outputs.get(item.name), run.writer, request.fmt) as writer:
@@ -269,6 +280,8 @@ def figure_targets(
     """
     if not request.options.layout:
         return {}
+    if is_binary(request.fmt) and request.figures is None:  # a PDF keeps its figures: no files unless asked
+        return {}
     targets: Dict[str, FigureTarget] = {}
     taken: set = set()
     for item in items:
@@ -302,7 +315,7 @@ def _destination(path: Optional[Path], shared_writer: Optional[Writer], fmt: str
     from qwenocr.atomicio import atomic_write
 
     try:
-        with atomic_write(path, "w") as handle:
+        with atomic_write(path, "wb" if is_binary(fmt) else "w") as handle:
             writer = make_writer(fmt, handle)
             yield writer
             writer.close()
