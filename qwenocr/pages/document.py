@@ -20,13 +20,16 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 from qwenocr.errors import InputError, UsageError
 from qwenocr.pages.base import Document, display_name
 from qwenocr.pages.images import IMAGE_SUFFIXES, ImageDocument
 from qwenocr.pages.renderguard import DEFAULT_TIMEOUT, GuardedPdfDocument
 from qwenocr.pages.sizing import RenderSettings, image_tokens
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # What callers outside the room need, from one place.
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "RenderSettings",
     "image_tokens",
     "open_document",
+    "embedded_images",
     "page_geometry",
     "page_readers",
     "parse_page_ranges",
@@ -156,6 +160,25 @@ def page_geometry(document: Document, number: int) -> Optional[Tuple[float, floa
         return None
     width, height, rotation = own(number)
     return width, height, rotation
+
+
+def embedded_images(
+    document: Document,
+    number: int,
+    boxes: List[Tuple[float, float, float, float]],
+    max_pixels: int,
+    timeout: Optional[float],
+) -> List[Optional["Image.Image"]]:
+    """For each figure box (points on page `number` as displayed), the PDF's own image
+    object it is, at its own pixels (pdf.PdfDocument.embedded_images has the rule), or
+    None: no match, or an input with no image objects (an image input). A guarded PDF
+    decodes them in its render child within `timeout` seconds (None: in this process)."""
+    if isinstance(document, GuardedPdfDocument):
+        return document.embedded_images(number, boxes, max_pixels, timeout)
+    own = getattr(document, "embedded_images", None)  # a PdfDocument: in this process
+    if callable(own):
+        return list(own(number, boxes, max_pixels))
+    return [None] * len(boxes)
 
 
 def page_readers(document: Document, count: int) -> List[Document]:

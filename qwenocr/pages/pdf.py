@@ -10,6 +10,10 @@ too much memory (a Flate bomb inflated at open or by a page's content), is a dif
 problem (a PDFium call can't be interrupted): renderguard.py runs this same class in a
 child process, open and text layers included, with a deadline and a memory cap.
 
+Layout mode's figures on born-digital pages come from here too (`embedded_images`): a
+figure whose box is one image object's is that image, at its own pixels, as the page shows
+it (see the function for the rule).
+
 Every failure a user's file can cause is an `InputError` (or `EncryptedError`) with one
 line saying what is wrong and what to do; nothing here lets a PDFium exception through.
 """
@@ -20,7 +24,7 @@ import math
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
@@ -37,6 +41,17 @@ if TYPE_CHECKING:
 RENDER_OVERSHOOT = 4
 
 PDFIUM_LOCK = threading.RLock()
+
+# A figure is an embedded image when their boxes (on the page as displayed) overlap this
+# much (intersection over union): the model's or the text layer's box is the image's, give
+# or take a margin.
+EMBEDDED_MIN_IOU = 0.85
+# ... and no other image covers more than this share of the figure (a figure made of
+# several images is cropped from the page, which shows them all).
+EMBEDDED_OTHER_SHARE = 0.05
+# An image declaring more pixels than this is not decoded for a figure (the crop, at a
+# bounded resolution, stands in): 64 MP, 256 MB as RGBA.
+MAX_EMBEDDED_PIXELS = 1 << 26
 
 
 class PdfDocument(Document):
@@ -128,6 +143,28 @@ class PdfDocument(Document):
             finally:
                 page.close()
 
+    def embedded_images(
+        self, number: int, boxes: Sequence[Tuple[float, float, float, float]], max_pixels: int
+    ) -> List[Optional[Image.Image]]:
+        """For each figure box (points on the page as displayed): the page's image object it
+        is, as an RGB image at its own pixels (at most `max_pixels`, scaled down to that),
+        turned and flipped as the page shows it; None where no image object matches.
+
+        The rule: exactly one image object in the page's own content (not inside a form
+        XObject, whose placement is not known here), drawn upright or turned by quarter
+        turns (not skewed), overlaps the box with an IoU of at least EMBEDDED_MIN_IOU; no
+        other image covers more than EMBEDDED_OTHER_SHARE of the box; and no text is drawn
+        over the image (labels on a chart would be lost). The image is drawn by PDFium with
+        its masks (transparency over white) at one pixel per image pixel."""
+        with PDFIUM_LOCK:
+            page = self._load_page(number)
+            try:
+                return _embedded_images(self._pdfium, self._doc, page, boxes, max_pixels)
+            except self._pdfium.PdfiumError as error:
+                raise InputError(f"{self.name}: page {number}: its images could not be read ({error})") from None
+            finally:
+                page.close()
+
     def _load_page(self, number: int) -> Any:
         """The pdfium page; lock held. A page object PDFium can't load is an InputError."""
         if self._doc is None:
@@ -193,3 +230,93 @@ def _declares_no_pages(source: Union[Path, bytes]) -> bool:
     except OSError:
         return False
     return bool(data) and bool(_PAGE_TREE_EMPTY.search(data)) and not _PAGE_OBJECT.search(data)
+
+
+Rect = Tuple[float, float, float, float]
+
+
+def _iou(a: Rect, b: Rect) -> float:
+    inter = _overlap(a, b)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _overlap(a: Rect, b: Rect) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _embedded_images(
+    pdfium: Any, doc: Any, page: Any, boxes: Sequence[Rect], max_pixels: int
+) -> List[Optional[Image.Image]]:
+    """PdfDocument.embedded_images on an open page; lock held."""
+    import pypdfium2.raw as pdfium_c
+
+    from qwenocr.pages.textlayer import _display_rect
+
+    left, bottom, right, top = page.get_cropbox()
+    width, height = right - left, top - bottom
+    rotation = int(page.get_rotation()) % 360
+
+    def display(bounds: Any) -> Rect:
+        x0, y0, x1, y1 = bounds
+        return _display_rect((x0 - left, y0 - bottom, x1 - left, y1 - bottom), width, height, rotation)
+
+    images = []  # (display rect, the object or None where it can't be placed)
+    texts = []
+    kinds = (pdfium_c.FPDF_PAGEOBJ_IMAGE, pdfium_c.FPDF_PAGEOBJ_TEXT)
+    for obj in page.get_objects(filter=kinds, max_depth=4):
+        rect = display(obj.get_bounds() if hasattr(obj, "get_bounds") else obj.get_pos())  # pypdfium2 5 / 4
+        if obj.type == pdfium_c.FPDF_PAGEOBJ_TEXT:
+            texts.append(rect)
+            continue
+        a, b, c, d, _, _ = obj.get_matrix().get()
+        square = (abs(b) < 1e-6 and abs(c) < 1e-6) or (abs(a) < 1e-6 and abs(d) < 1e-6)
+        images.append((rect, obj if obj.level == 0 and square else None))
+    found: List[Optional[Image.Image]] = []
+    for box in boxes:
+        area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+        matches = [(rect, obj) for rect, obj in images if _iou(rect, box) >= EMBEDDED_MIN_IOU]
+        others = [rect for rect, obj in images if _overlap(rect, box) > EMBEDDED_OTHER_SHARE * area]
+        if len(matches) != 1 or len(others) != 1 or matches[0][1] is None:
+            found.append(None)
+            continue
+        rect, obj = matches[0]
+        if any(rect[0] <= (t[0] + t[2]) / 2 <= rect[2] and rect[1] <= (t[1] + t[3]) / 2 <= rect[3] for t in texts):
+            found.append(None)  # text drawn over the image: the crop keeps it
+            continue
+        found.append(_image_pixels(pdfium, pdfium_c, doc, page, obj, rotation, max_pixels))
+    return found
+
+
+def _image_pixels(
+    pdfium: Any, pdfium_c: Any, doc: Any, page: Any, obj: Any, rotation: int, max_pixels: int
+) -> Optional[Image.Image]:
+    """The image object drawn at one pixel per image pixel (fewer beyond `max_pixels`),
+    turned and flipped as its matrix and the page's /Rotate show it, over white."""
+    px_w, px_h = obj.get_px_size() if hasattr(obj, "get_px_size") else obj.get_size()  # pypdfium2 5 / 4
+    if px_w <= 0 or px_h <= 0 or px_w * px_h > MAX_EMBEDDED_PIXELS:
+        return None
+    scale = min(1.0, math.sqrt(max_pixels / (px_w * px_h)))
+    w, h = max(1, round(px_w * scale)), max(1, round(px_h * scale))
+    original = obj.get_matrix()
+    a, b, c, d, _, _ = original.get()
+    # The same orientation, scaled to w x h pixels: PDFium draws it with its masks.
+    if abs(b) < 1e-6 and abs(c) < 1e-6:
+        matrix = pdfium.PdfMatrix(math.copysign(w, a), 0, 0, math.copysign(h, d), 0, 0)
+    else:  # a quarter turn: the image's width runs along the page's height
+        matrix = pdfium.PdfMatrix(0, math.copysign(w, b), math.copysign(h, c), 0, 0, 0)
+    obj.set_matrix(matrix)
+    try:
+        raw = pdfium_c.FPDFImageObj_GetRenderedBitmap(doc, page, obj)
+    finally:
+        obj.set_matrix(original)
+    if not raw:
+        return None
+    drawn = pdfium.PdfBitmap.from_raw(raw).to_pil()
+    if drawn.mode in ("RGBA", "LA"):
+        white = Image.new("RGBA", drawn.size, (255, 255, 255, 255))
+        drawn = Image.alpha_composite(white, drawn.convert("RGBA"))
+    drawn = drawn.convert("RGB")
+    # The page's /Rotate turns what is drawn on it clockwise.
+    turns = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
+    return drawn.transpose(turns[rotation]) if rotation in turns else drawn

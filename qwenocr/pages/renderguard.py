@@ -36,9 +36,12 @@ back as raw RGB bytes over a pipe (10-40 ms for a 1536-token page on a 2-core ma
 a text layer as one JSON line. Measured in docs/troubleshooting.md.
 
 Protocol, parent to child: one JSON line per request (`open`, `render`, `text`,
-`geometry`, `close`), the `open` line followed by the document's bytes when it came from stdin.
-Child to parent: one JSON line per answer (none for `close`), followed by `bytes` bytes
-of payload when it says so (a page's pixels). The password travels in the pipe, never on
+`geometry`, `images`, `close`), the `open` line followed by the document's bytes when it
+came from stdin. Child to parent: one JSON line per answer (none for `close`), followed by
+`bytes` bytes of payload when it says so (a page's pixels; for `images`, the figures'
+embedded images one after the other, their sizes in the answer). Decoding an embedded
+image is PDFium work on the user's file like rendering, so it runs here too, within the
+render deadline. The password travels in the pipe, never on
 a command line.
 
 The child ignores SIGINT (Ctrl-C in a terminal reaches the whole process group; the
@@ -58,7 +61,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
@@ -154,6 +157,19 @@ class GuardedPdfDocument(Document):
             return self._worker.page_geometry(number)
         return self._in_process().page_geometry(number)
 
+    def embedded_images(
+        self,
+        number: int,
+        boxes: Sequence[Tuple[float, float, float, float]],
+        max_pixels: int,
+        timeout: Optional[float] = None,
+    ) -> List[Optional[Image.Image]]:
+        """The figures' embedded images (PdfDocument.embedded_images), decoded in the child
+        within `timeout` seconds; in this process, as asked, when `timeout` is None."""
+        if self._worker is not None and timeout is not None:
+            return self._worker.embedded_images(number, boxes, max_pixels, timeout)
+        return self._in_process().embedded_images(number, boxes, max_pixels)
+
     def _in_process(self) -> PdfDocument:
         with self._lock:
             if self._local is None:
@@ -242,6 +258,22 @@ class RenderWorker:
     def page_geometry(self, number: int) -> tuple[float, float, int]:
         answer, _ = self._request(number, {"op": "geometry", "page": number}, "to read its size", None)
         return float(answer["width"]), float(answer["height"]), int(answer["rotation"])
+
+    def embedded_images(
+        self, number: int, boxes: Sequence[Tuple[float, float, float, float]], max_pixels: int, timeout: float
+    ) -> List[Optional[Image.Image]]:
+        request = {"op": "images", "page": number, "boxes": [list(box) for box in boxes], "max_pixels": max_pixels}
+        answer, data = self._request(number, request, "to decode its images", timeout)
+        found: List[Optional[Image.Image]] = []
+        offset = 0
+        for size in answer["images"]:
+            if size is None:
+                found.append(None)
+                continue
+            width, height = int(size[0]), int(size[1])
+            found.append(Image.frombytes("RGB", (width, height), data[offset : offset + 3 * width * height]))
+            offset += 3 * width * height
+        return found
 
     def _request(self, number: int, request: dict, doing: str, timeout: Optional[float]) -> tuple[dict, bytes]:
         limit = timeout if timeout is not None else self.timeout
@@ -611,11 +643,20 @@ def _child(parent: int) -> int:
                 width, height, rotation = document.page_geometry(number)
                 answer({"ok": True, "width": width, "height": height, "rotation": rotation})
                 continue
+            if op == "images":
+                boxes = [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in request["boxes"]]
+                images = document.embedded_images(number, boxes, int(request["max_pixels"]))
+                sizes = [None if image is None else [image.width, image.height] for image in images]
+                payload = b"".join(image.tobytes() for image in images if image is not None)
+                answer({"ok": True, "images": sizes}, payload)
+                continue
             settings = RenderSettings(request["max_image_tokens"], request["dpi"], request["engine_max_tokens"])
             image = document.render(number, settings)
             answer({"ok": True, "width": image.width, "height": image.height}, image.tobytes())
         except Exception as error:  # noqa: BLE001 - reported to the parent
-            doing = {"text": " (its text layer)", "geometry": " (its size)"}.get(op, " (rendering)")
+            doing = {"text": " (its text layer)", "geometry": " (its size)", "images": " (its images)"}.get(
+                op, " (rendering)"
+            )
             answer(failed(error, f"page {number}{doing}"))
 
 

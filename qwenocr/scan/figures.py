@@ -1,4 +1,4 @@
-"""Figures in layout mode: each figure block cropped from its page and written as a PNG.
+"""Figures in layout mode: each figure block written as a PNG, the PDF's own image or a crop.
 
 Where the files go (`FigureTarget`, made per document by scan/run.py): with `-o out.md`
 into `out_files/` beside it (the folder named after the output, whatever its format),
@@ -18,11 +18,26 @@ through the document like any other (renderguard: in the child process, within
 `--render-timeout`). An image input has no better resolution than the image sent to the
 model (its pixels are the page's), so its figures are cropped from that.
 
+On a born-digital page the figure may be the PDF's own image: when its box is one image
+object's (pages/pdf.py `embedded_images` has the rule: IoU >= 0.85 on the page as
+displayed, one image, no text over it), that image is written at its own pixels (at most
+`MAX_PAGE_PIXELS`), turned and flipped as the page shows it, instead of a crop. It is
+decoded in the render child within `--render-timeout`, like a render; when that fails the
+figure is cropped. The block says which way its file was made: `"figure_source":
+"embedded"` or `"crop"` (absent on a file kept from an earlier run, see below).
+
+Pages the model read turned (`rotation_fix`, pages/orientation.py) have their boxes on the
+page as displayed, so their figures are cut from it sideways: each file is turned by the
+same correction, so that the figure stands upright as the model saw it.
+
+Text-layer pages (`--mode auto`/`text`) get their figures the same way: their blocks'
+figures are the page's image objects, so they are normally the embedded images.
+
 A figure with no box, or a box with no area once clamped to the page (outside it, or
 degenerate), gets no file; a render or a write that fails costs the figures of that page
 (a notice says so), never the page. Files are written atomically (atomicio), and only
 under names of this pattern: a rerun replaces its own files and touches nothing else.
-A page resumed from the checkpoint keeps a figure file that is already there and crops
+A page resumed from the checkpoint keeps a figure file that is already there and makes
 again only the missing ones.
 """
 
@@ -119,6 +134,7 @@ def add_figures(
     target: FigureTarget,
     notice: Callable[[str], None],
     keep_existing: bool = False,
+    turned: int = 0,
 ) -> None:
     """Write page `number`'s figure files and set each written figure block's `"file"`.
 
@@ -126,10 +142,12 @@ def add_figures(
     dropped first); `layout` its geometry (the page record's "layout": width, height,
     unit). `model_image`: the image the model saw, when there is one (an image input's
     figures are cropped from it). `keep_existing`: a resumed page: a file that is there
-    already is linked as it is.
+    already is linked as it is. `turned`: the page's `rotation_fix` (degrees clockwise the
+    model's image was turned): each file is turned as much.
     """
     for block in blocks:
         block.pop("file", None)
+        block.pop("figure_source", None)
     figures: List[Tuple[int, dict, Tuple[float, float, float, float]]] = []
     index = 0
     for block in blocks:
@@ -154,6 +172,67 @@ def add_figures(
         figures = missing
         if not figures:
             return
+    made: List[Tuple[int, dict, Image.Image, str]] = []  # index, block, the figure, its source
+    if layout.get("unit") == "pt":  # a PDF page: its own images first
+        embedded = _embedded(document, number, [bbox for _, _, bbox in figures], render)
+        made = [
+            (i, block, image, "embedded")
+            for (i, block, _), image in zip(figures, embedded, strict=True)
+            if image is not None
+        ]
+        done = {i for i, _, _, _ in made}
+        figures = [figure for figure in figures if figure[0] not in done]
+    made.extend(_crops(document, number, figures, layout, page_size, model_image, render, notice))
+    from qwenocr.pages.orientation import turn
+
+    for index, block, image, source in sorted(made, key=lambda item: item[0]):
+        name = figure_name(number, index)
+        try:
+            target.directory.mkdir(parents=True, exist_ok=True)
+            from qwenocr.atomicio import write_bytes
+
+            write_bytes(target.directory / name, _png(turn(image, turned % 360)))
+        except OSError as error:
+            notice(f"page {number}: figure {index} was not saved: {target.directory / name}: {error.strerror or error}")
+            continue
+        block["file"] = target.link(name)
+        block["figure_source"] = source
+
+
+def _embedded(
+    document: Document, number: int, boxes: List[Tuple[float, float, float, float]], render: RenderSettings
+) -> List[Optional[Image.Image]]:
+    """The page's own images for these boxes (None where a box is none), decoded like a
+    render (in the child, within its deadline); all None when that fails: the crops
+    stand in, so a failure here costs no figure."""
+    from qwenocr.pages.document import embedded_images
+
+    try:
+        found = embedded_images(document, number, boxes, MAX_PAGE_PIXELS, render.timeout)
+        if len(found) == len(boxes):
+            return found
+        log.warning(f"page {number}: {len(found)} embedded images for {len(boxes)} figures; figures cropped")
+    except QwenOCRError as error:
+        log.info(f"page {number}: its embedded images were not read, figures cropped: {error.one_line()}")
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.info(f"page {number}: its embedded images were not read, figures cropped: {error}")
+    return [None] * len(boxes)
+
+
+def _crops(
+    document: Document,
+    number: int,
+    figures: List[Tuple[int, dict, Tuple[float, float, float, float]]],
+    layout: dict,
+    page_size: Tuple[float, float],
+    model_image: Optional[Image.Image],
+    render: RenderSettings,
+    notice: Callable[[str], None],
+) -> List[Tuple[int, dict, Image.Image, str]]:
+    """The figures cut from the page rendered again at their resolution (or from the
+    model's image); a page that cannot be rendered costs its figures, with a notice."""
+    if not figures:
+        return []
     try:
         if layout.get("unit") == "pt":
             dpi = max(figure_dpi(bbox) for _, _, bbox in figures)
@@ -163,22 +242,15 @@ def add_figures(
             page = model_image if model_image is not None else document.render(number, render)
     except QwenOCRError as error:
         notice(f"page {number}: its figures were not saved: {error.one_line()}")
-        return
+        return []
     except Exception as error:  # noqa: BLE001 - a page PDFium or Pillow chokes on costs its figures only
         notice(f"page {number}: its figures were not saved: the page could not be rendered ({error})")
-        return
+        return []
+    crops = []
     for index, block, bbox in figures:
         box = crop_box(bbox, page_size, page.size)
         if box is None:
             log.info(f"page {number}: figure {index} has no area on the page; no file")
             continue
-        name = figure_name(number, index)
-        try:
-            target.directory.mkdir(parents=True, exist_ok=True)
-            from qwenocr.atomicio import write_bytes
-
-            write_bytes(target.directory / name, _png(page.crop(box)))
-        except OSError as error:
-            notice(f"page {number}: figure {index} was not saved: {target.directory / name}: {error.strerror or error}")
-            continue
-        block["file"] = target.link(name)
+        crops.append((index, block, page.crop(box), "crop"))
+    return crops

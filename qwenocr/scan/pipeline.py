@@ -21,16 +21,18 @@ Why it is shaped this way:
 - Every finished page goes to the checkpoint before it is yielded, so an interrupted
   run loses at most the pages in flight; a rerun takes finished pages from there.
 - Layout mode with a figure target (scan/figures.py): once the model has answered, the
-  page's figures are cropped and written (a PDF page rendered again, through the same
-  guarded reader, at the figures' resolution) and the blocks link them. The checkpoint
-  keeps the blocks without their links, which depend on where this run writes: a resumed
-  page is linked again, to the files already there or to fresh crops.
+  page's figures are written (the PDF's own image where the figure is one, else a crop of
+  the page rendered again at the figures' resolution, both through the same guarded
+  reader) and the blocks link them; a text-layer page's figures are written in the render
+  thread that read it. The checkpoint keeps the blocks without their links, which depend
+  on where this run writes: a resumed page is linked again, to the files already there or
+  to fresh ones.
 - Sideways and upside-down scans (`auto_rotate`, pages/orientation.py): a page going to
   the model is turned upright first, from its pixels, where the detector is confident;
   the page's record says so (`rotation_fix`, degrees turned clockwise). Layout mode's
   boxes are what the model saw, in the turned image: they are turned back onto the page
   as displayed, and figures are cropped from it, so that `blocks` mean the same with or
-  without a turn.
+  without a turn; each figure file is then turned as the page was, to stand upright.
 - A page that crashes the engine (local engines run in a worker process, see
   `engines.isolated`) is tried once more in a fresh engine, then marked `error`; only an
   error that says it ends the run (`ends_run`: the engine crashing page after page)
@@ -306,6 +308,8 @@ def run_document(
         try:
             from_text = _from_text_layer(reader, number, options)
             if from_text is not None:
+                if figures is not None:
+                    _add_figures(reader, from_text, None, options, figures, events)
                 return _Rendered(number, cached=from_text)
             image = reader.render(number, options.render)
             # Blank detection runs here, beside the model rather than before it, so it
@@ -500,7 +504,10 @@ def _resumed(result: PageResult, options: ScanOptions) -> PageResult:
     trusted from there (they depend on where a run writes): `_add_figures` sets them."""
     result = replace(result, resumed=True)
     if options.layout and result.blocks:
-        result.blocks = [{key: value for key, value in block.items() if key != "file"} for block in result.blocks]
+        result.blocks = [
+            {key: value for key, value in block.items() if key not in ("file", "figure_source")}
+            for block in result.blocks
+        ]
         result.text = _layout_text(result, options)
     return result
 
@@ -525,8 +532,9 @@ def _add_figures(
     keep_existing: bool = False,
 ) -> None:
     """Layout mode: the page's figure files written and linked (scan/figures.py), its text
-    rebuilt with the links. Only model pages: their boxes are what the model saw."""
-    if not options.layout or result.failed or result.source != "model" or not result.blocks:
+    rebuilt with the links. Model pages (turned upright as the model saw them, where they
+    were) and text-layer pages (their figures are the page's image objects)."""
+    if not options.layout or result.failed or result.source not in ("model", "text-layer") or not result.blocks:
         return
     if not any(block.get("type") == "figure" for block in result.blocks):
         return
@@ -541,6 +549,7 @@ def _add_figures(
             target,
             events.notice,
             keep_existing=keep_existing,
+            turned=int(result.extra.get("rotation_fix") or 0),
         )
     except Exception as error:  # a bug here must cost the figures, never the page
         log.warning(f"page {result.number}: its figures were not saved ({type(error).__name__}: {error})")
