@@ -8,10 +8,17 @@ upside down). Besides them: photo-only pages, blank pages and pages with a singl
 which must be left as they are.
 
     python benchmarks/bench_orientation.py [--pages 40] [--seed 1]
+    python benchmarks/bench_orientation.py --real scan.pdf photo.png cardinal.pdf#2=270 ...
 
 prints the confusion table (true turn needed -> turn detected), the accuracy, the
 false-turn rate on upright pages and the milliseconds per page. tests/test_orientation.py
 imports `scan_page`, `photo_page` and `blank_page` from here.
+
+`--real` measures real scans instead (PDF pages or images; none ship with qwenocr: pass
+your own). Each page is rendered at about the size the model gets (1536 visual tokens),
+as the pipeline renders it. `FILE` (every page) or `FILE#N` (page N) is a page known to be
+upright: it is tried as it is and turned 90, 180 and 270 degrees. `FILE#N=T` is a page
+known to need a turn of T degrees clockwise (a page scanned sideways): it is tried as it is.
 """
 
 from __future__ import annotations
@@ -176,13 +183,65 @@ def line_page(seed: int, size=PAGE) -> Image.Image:
     return as_scan(image, rng)
 
 
+def _real_pages(spec: str):
+    """(name, image as the model would get it, turn needed) for each page `spec` names."""
+    import pypdfium2 as pdfium
+
+    path, _, rest = spec.partition("#")
+    number_text, _, turn_text = rest.partition("=")
+    needed = int(turn_text) if turn_text else None
+    budget = 1536 * 32 * 32  # pixels of a 1536-token page
+
+    def fitted(image: Image.Image) -> Image.Image:
+        scale = (budget / (image.width * image.height)) ** 0.5
+        return image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+    if path.lower().endswith(".pdf"):
+        document = pdfium.PdfDocument(path)
+        numbers = [int(number_text)] if number_text else range(1, len(document) + 1)
+        for number in numbers:
+            page = document[number - 1]
+            width, height = page.get_size()
+            image = page.render(scale=(budget / (width * height)) ** 0.5).to_pil()
+            yield f"{Path(path).name}#{number}", fitted(image), needed
+    else:
+        yield Path(path).name, fitted(Image.open(path)), needed
+
+
+def real_scans(specs: list) -> None:
+    """The detector on real pages: upright ones in every turn, sideways ones as they are."""
+    from qwenocr.pages.orientation import TURNS, detect, turn
+
+    rows = []
+    for spec in specs:
+        for name, image, needed in _real_pages(spec):
+            trials = [(needed, image)] if needed is not None else [((360 - t) % 360, turn(image, t)) for t in TURNS]
+            for want, trial in trials:
+                started = time.perf_counter()
+                found = detect(trial)
+                rows.append((name, want, found.turn, time.perf_counter() - started, found))
+    right = sum(1 for r in rows if r[1] == r[2])
+    wrong = sum(1 for r in rows if r[2] not in (0, r[1]))
+    upright = [r for r in rows if r[1] == 0]
+    print(f"{len(rows)} real pages (each upright one in 4 turns)")
+    for name, want, got, seconds, found in rows:
+        mark = "ok" if want == got else ("left" if got == 0 else "WRONG")
+        print(f"  {name:<24} needed {want:>3}  detected {got:>3}  {mark:<5} {1000 * seconds:5.1f} ms  {found.reason}")
+    print(f"turned right (or rightly left): {right}/{len(rows)} = {right / len(rows):.1%}")
+    print(f"wrong turns: {wrong}; false turns on upright pages: {sum(1 for r in upright if r[2])}/{len(upright)}")
+
+
 def main(argv: Optional[list] = None) -> None:
     from qwenocr.pages.orientation import TURNS, detect
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=40, help="text pages per turn")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--real", nargs="+", metavar="FILE[#N[=T]]", help="real scans instead (see above)")
     args = parser.parse_args(argv)
+    if args.real:
+        real_scans(args.real)
+        return
 
     confusion = {needed: {found: 0 for found in TURNS} for needed in TURNS}
     seconds = []
