@@ -28,7 +28,8 @@ ALLOWED: Dict[str, Set[str]] = {
     "layout": {"layout", "foundation"},
     "foundation": {"foundation"},
 }
-ENTRY_POINTS = {"qwenocr.__main__"}  # `python -m qwenocr` runs the CLI: it sits above everything
+# `python -m qwenocr` runs the CLI, and OCRmyPDF loads its engine plugin: both sit above everything.
+ENTRY_POINTS = {"qwenocr.__main__", "qwenocr.ocrmypdf_plugin"}
 
 
 def _module_name(path: Path) -> str:

@@ -333,11 +333,11 @@ def test_mode_text_runs_no_model(tmp_path):
 
 
 def test_mode_is_part_of_the_checkpoint_key(tmp_path, pdf3):
-    from qwenocr.scan.run import _output_settings
+    from qwenocr.scan.run import output_settings
 
     request = ScanRequest(inputs=[str(pdf3)])
     model = ModelFiles("fake", Path("fake"), None, "fake-model")
-    assert _output_settings(request, ScanOptions(mode="auto"), model) != _output_settings(
+    assert output_settings(request, ScanOptions(mode="auto"), model) != output_settings(
         request, ScanOptions(mode="ocr"), model
     )
 

@@ -129,7 +129,7 @@ def run_scan(request: ScanRequest, stdout: TextIO, reporter: Reporter, engine: O
                 backend=_Throttled(backend, slots) if parallel_documents > 1 else backend,
                 model=model,
                 plan_record=record,
-                settings=_output_settings(request, options, model),
+                settings=output_settings(request, options, model),
                 reporter=reporter,
                 writer=writer,
                 outputs=outputs,
@@ -336,7 +336,7 @@ _OUTPUT_ERRNOS = {
 }
 
 
-def _output_settings(request: ScanRequest, options: ScanOptions, model: ModelFiles) -> dict:
+def output_settings(request: ScanRequest, options: ScanOptions, model: ModelFiles) -> dict:
     """The settings that change a page's text: they key the checkpoint and are recorded."""
     return {
         "model": model.label,

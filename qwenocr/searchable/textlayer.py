@@ -145,20 +145,38 @@ class TextLayer:
         `page`, invisibly; returns how many lines were drawn."""
         import pikepdf
 
-        drawn: List[bytes] = []
-        for line, to_user in lines:
-            operators = self._line(line, to_user)
-            if operators:
-                drawn.append(operators)
+        drawn = self._operators(lines)
         if not drawn:
             return 0
         _own_resources(page)
         font_name = page.add_resource(self.font, pikepdf.Name.Font, prefix="QwenOCR")
         page.contents_add(pikepdf.Stream(self._pdf, b"q\n"), prepend=True)
-        body = b"\nQ\nBT\n3 Tr\n" + b"".join(drawn).replace(b"/FONT ", str(font_name).encode("ascii") + b" ") + b"ET\n"
-        page.contents_add(flate_stream(self._pdf, body))
+        page.contents_add(flate_stream(self._pdf, b"\nQ\n" + self._text_object(drawn, str(font_name))))
         self.pages += 1
         return len(drawn)
+
+    def set_only_content(self, page: "pikepdf.Page", lines: Iterable[Tuple[Line, Matrix]], font_name: str) -> int:
+        """Make `lines` the whole content of an empty `page`, as one stream with the font
+        under `font_name`: the shape of a text-only page another program grafts."""
+        import pikepdf
+
+        drawn = self._operators(lines)
+        page.obj.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary({font_name: self.font}))
+        page.obj.Contents = flate_stream(self._pdf, self._text_object(drawn, font_name) if drawn else b"")
+        self.pages += bool(drawn)
+        return len(drawn)
+
+    def _operators(self, lines: Iterable[Tuple[Line, Matrix]]) -> List[bytes]:
+        drawn: List[bytes] = []
+        for line, to_user in lines:
+            operators = self._line(line, to_user)
+            if operators:
+                drawn.append(operators)
+        return drawn
+
+    @staticmethod
+    def _text_object(drawn: List[bytes], font_name: str) -> bytes:
+        return b"BT\n3 Tr\n" + b"".join(drawn).replace(b"/FONT ", font_name.encode("ascii") + b" ") + b"ET\n"
 
     def _line(self, line: Line, to_user: Matrix) -> Optional[bytes]:
         x0, y0, x1, y1 = line.box
@@ -244,7 +262,9 @@ def page_lines(blocks: Optional[Sequence[Mapping]], text: str, frame: Tuple[floa
 def text_only_pdf(width_pt: float, height_pt: float, blocks: Sequence[Mapping], text: str) -> bytes:
     """A one-page PDF, `width_pt` x `height_pt` points, with nothing visible and the
     invisible text of `blocks` (boxes in points, origin top-left, y down) or, when none
-    has a box, `text` over the page. What OCR engines hand OCRmyPDF to graft."""
+    has a box, `text` over the page. What OCR engines hand OCRmyPDF to graft, in the
+    shape its graft takes from Tesseract: one content stream, the font named /F1 (it
+    leaves any other font name behind, and the text with it)."""
     import io
 
     import pikepdf
@@ -254,7 +274,7 @@ def text_only_pdf(width_pt: float, height_pt: float, blocks: Sequence[Mapping], 
     page = pdf.pages[0]
     layer = TextLayer(pdf)
     to_user = display_to_user((0.0, 0.0, width_pt, height_pt), 0)
-    layer.add_page(page, [(line, to_user) for line in page_lines(blocks, text, (width_pt, height_pt))])
+    layer.set_only_content(page, [(line, to_user) for line in page_lines(blocks, text, (width_pt, height_pt))], "/F1")
     layer.finish()
     out = io.BytesIO()
     pdf.save(out, **save_options())
