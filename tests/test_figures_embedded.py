@@ -14,14 +14,15 @@ import zlib
 from pathlib import Path
 from typing import List, Tuple
 
-import numpy as np
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageDraw
 
 from qwenocr.layout.blocks import check_blocks
+from tests.support import broken_inputs
 from tests.support.clirun import run_cli
 from tests.support.openai_fake_server import FakeOpenAIServer
+from tests.support.samples import dark_quarter
 
 IMAGE_SIZE = (317, 211)  # pixels: no render DPI gives this size
 GREEN = (0, 200, 0)
@@ -57,22 +58,14 @@ def _pdf(path: Path, placement: str = "upright", rotate: int = 0, label_over: bo
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Rotate %d" % rotate
         + b" /Resources << /Font << /F1 4 0 R >> /XObject << /Im1 5 0 R >> >> /Contents 6 0 R >>",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d" % IMAGE_SIZE
-        + b" /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % len(pixels)
-        + pixels
-        + b"\nendstream",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        broken_inputs.stream(
+            pixels,
+            b"/Type /XObject /Subtype /Image /Width %d /Height %d" % IMAGE_SIZE
+            + b" /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode",
+        ),
+        broken_inputs.stream(content),
     ]
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    path.write_bytes(broken_inputs.build_pdf(objects, version=b"1.7"))
     return path
 
 
@@ -91,20 +84,6 @@ def _rendered(path: Path, scale: float = 2.0) -> Tuple[Image.Image, Tuple[float,
     mask = Image.composite(green, Image.new("L", image.size, 0), red_low)
     x0, y0, x1, y1 = mask.getbbox()
     return image, (x0 / scale, y0 / scale, x1 / scale, y1 / scale), (round(width), round(height))
-
-
-def _dark_quarter(image: Image.Image) -> str:
-    """Which quarter of the image holds the black mark."""
-    gray = image.convert("L")
-    w, h = gray.size
-    quarters = {
-        "top-left": (0, 0, w // 2, h // 2),
-        "top-right": (w // 2, 0, w, h // 2),
-        "bottom-left": (0, h // 2, w // 2, h),
-        "bottom-right": (w // 2, h // 2, w, h),
-    }
-    means = {name: float(np.asarray(gray.crop(box)).mean()) for name, box in quarters.items()}
-    return min(means, key=lambda name: means[name])
 
 
 def _relative(box, size) -> str:
@@ -146,7 +125,7 @@ def test_a_model_figure_that_is_the_image_is_written_at_its_own_pixels(tmp_path,
         turned = (placement == "quarter") != (rotate == 90)
         assert written.size == (IMAGE_SIZE[::-1] if turned else IMAGE_SIZE)  # its own pixels, as laid on the page
         crop = page.crop(tuple(round(v * 2) for v in box))  # what a viewer shows there
-        assert _dark_quarter(written) == _dark_quarter(crop)
+        assert dark_quarter(written) == dark_quarter(crop)
         assert written.convert("RGB").getpixel((written.width * 3 // 4, written.height * 3 // 4)) == GREEN
 
 
@@ -187,7 +166,7 @@ def test_a_text_layer_figure_is_its_image_linked_before_its_caption(tmp_path, pl
     assert figure["bbox"] == pytest.approx(list(box), abs=1)
     with Image.open(tmp_path / "out_files" / "page-001-figure-1.png") as written:
         assert written.size == (IMAGE_SIZE[::-1] if rotate == 90 else IMAGE_SIZE)
-        assert _dark_quarter(written) == _dark_quarter(page.crop(tuple(round(v * 2) for v in box)))
+        assert dark_quarter(written) == dark_quarter(page.crop(tuple(round(v * 2) for v in box)))
     link = "![Figure 1, page 1](out_files/page-001-figure-1.png)"
     if rotate:  # the text runs down the displayed page: its reading order is another matter
         assert link in record["text"]

@@ -11,13 +11,13 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from qwenocr.pages.orientation import turn
 from tests.support.clirun import run_cli
 from tests.support.openai_fake_server import FakeOpenAIServer
+from tests.support.samples import dark_quarter
 
 _spec = importlib.util.spec_from_file_location(
     "bench_orientation", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_orientation.py"
@@ -38,19 +38,6 @@ def _upright_scan() -> Image.Image:
     draw.rectangle(FIGURE, fill=215)
     draw.rectangle((x0, y0, x0 + 180, y0 + 90), fill=0)
     return bench.as_scan(page, random.Random(22))
-
-
-def _dark_quarter(image: Image.Image) -> str:
-    gray = image.convert("L")
-    w, h = gray.size
-    quarters = {
-        "top-left": (0, 0, w // 2, h // 2),
-        "top-right": (w // 2, 0, w, h // 2),
-        "bottom-left": (0, h // 2, w // 2, h),
-        "bottom-right": (w // 2, h // 2, w, h),
-    }
-    means = {name: float(np.asarray(gray.crop(box)).mean()) for name, box in quarters.items()}
-    return min(means, key=lambda name: means[name])
 
 
 CASES = [("png", 90), ("png", 180), ("png", 270), ("pdf", 90)]
@@ -81,4 +68,4 @@ def test_a_figure_on_a_turned_scan_is_written_upright(tmp_path, kind, needed):
     assert (by1 - by0 > bx1 - bx0) == (needed != 180)
     with Image.open(tmp_path / "out_files" / "page-001-figure-1.png") as written:
         assert written.width / written.height == pytest.approx(2.0, rel=0.05)  # upright: landscape
-        assert _dark_quarter(written) == "top-left"
+        assert dark_quarter(written) == "top-left"

@@ -57,3 +57,19 @@ def write_tiff(path: Path, frames: int = 3) -> Path:
     images = [page_image(n, (600, 800)) for n in range(1, frames + 1)]
     images[0].save(path, "TIFF", save_all=True, append_images=images[1:])
     return path
+
+
+def dark_quarter(image: Image.Image) -> str:
+    """Which quarter of `image` is darkest ("top-left", ...): where a black mark went."""
+    import numpy as np
+
+    gray = image.convert("L")
+    w, h = gray.size
+    quarters = {
+        "top-left": (0, 0, w // 2, h // 2),
+        "top-right": (w // 2, 0, w, h // 2),
+        "bottom-left": (0, h // 2, w // 2, h),
+        "bottom-right": (w // 2, h // 2, w, h),
+    }
+    means = {name: float(np.asarray(gray.crop(box)).mean()) for name, box in quarters.items()}
+    return min(means, key=lambda name: means[name])
