@@ -47,6 +47,21 @@ def _pages(stdout: bytes):
     return [json.loads(line) for line in stdout.decode().splitlines()]
 
 
+def _check_one_page_timed_out(proc, alone_pages) -> None:
+    """A batched run with one hung page: that page timed out, no page failed, and every
+    other page has the text it has alone."""
+    stderr = proc.stderr.decode()
+    assert proc.returncode in (0, 10), stderr
+    assert "Traceback" not in stderr
+    pages = _pages(proc.stdout)
+    statuses = [page["status"] for page in pages]
+    assert statuses.count("timeout") == 1, statuses
+    assert "error" not in statuses, pages
+    for page, alone in zip(pages, alone_pages, strict=True):
+        if page["status"] != "timeout":
+            assert page["text"] == alone["text"]
+
+
 def _compared(pages):
     return [{key: page.get(key) for key in COMPARED} for page in pages]
 
@@ -118,16 +133,7 @@ def test_a_hung_page_in_a_batch_times_out_and_the_others_are_read(tiny_models, p
         "15",
         env={"QWENOCR_TEST_ENGINE_FAULTS": "2:hang"},
     )
-    stderr = proc.stderr.decode()
-    assert proc.returncode in (0, 10), stderr
-    assert "Traceback" not in stderr
-    pages = _pages(proc.stdout)
-    statuses = [page["status"] for page in pages]
-    assert statuses.count("timeout") == 1, statuses
-    assert "error" not in statuses, pages
-    for page, alone in zip(pages, reference["dense"], strict=True):
-        if page["status"] != "timeout":
-            assert page["text"] == alone["text"]
+    _check_one_page_timed_out(proc, reference["dense"])
 
 
 def test_a_batched_run_that_stops_resumes_its_finished_pages(tiny_models, pdf, tmp_path):
@@ -198,16 +204,7 @@ def test_a_hung_page_in_an_mlx_batch_times_out_and_the_others_are_read(tiny_mode
         "30",
         env={"QWENOCR_TEST_ENGINE_FAULTS": "2:hang"},
     )
-    stderr = proc.stderr.decode()
-    assert proc.returncode in (0, 10), stderr
-    assert "Traceback" not in stderr
-    pages = _pages(proc.stdout)
-    statuses = [page["status"] for page in pages]
-    assert statuses.count("timeout") == 1, statuses
-    assert "error" not in statuses, pages
-    for page, alone in zip(pages, mlx_reference["dense"], strict=True):
-        if page["status"] != "timeout":
-            assert page["text"] == alone["text"]
+    _check_one_page_timed_out(proc, mlx_reference["dense"])
 
 
 def test_a_page_timeout_in_an_mlx_batch_stops_that_page_only(tiny_models, pdf):
