@@ -137,18 +137,24 @@ def pdf_with_text(
     except pikepdf.PdfError as error:
         raise InputError(f"{name}: the PDF could not be read to add its text layer ({error})") from None
     with pdf:
-        by_number: Dict[int, Mapping] = {int(r["number"]): r for r in records}
-        layer = TextLayer(pdf)
-        lines = 0
-        for index, page in enumerate(pdf.pages):
-            record = by_number.get(index + 1)
-            if record is None or not _needs_layer(record):
-                continue
-            display, to_user = _page_frame(page)
-            lines += layer.add_page(page, placed_lines(record, display, to_user))
-        layer.finish()
-        # An encrypted input stays encrypted, with its own settings and passwords.
-        _save(pdf, out, encryption=bool(pdf.is_encrypted))
+        try:
+            by_number: Dict[int, Mapping] = {int(r["number"]): r for r in records}
+            layer = TextLayer(pdf)
+            lines = 0
+            for index, page in enumerate(pdf.pages):
+                record = by_number.get(index + 1)
+                if record is None or not _needs_layer(record):
+                    continue
+                display, to_user = _page_frame(page)
+                lines += layer.add_page(page, placed_lines(record, display, to_user))
+            layer.finish()
+            # An encrypted input stays encrypted, with its own settings and passwords.
+            _save(pdf, out, encryption=bool(pdf.is_encrypted))
+        except pikepdf.PdfError as error:  # a damaged file qpdf opened but cannot write back
+            raise InputError(
+                f"{name}: the PDF could not be written back with its text layer ({error})",
+                "repair it (e.g. qpdf in.pdf fixed.pdf) and run again: the pages read are kept",
+            ) from None
         return Written(len(pdf.pages), layer.pages, lines)
 
 
