@@ -186,3 +186,18 @@ def test_a_pdf_page_shown_sideways_by_its_rotate_is_read_upright_with_boxes_on_t
     assert page["layout"] == {"width": 792.0, "height": 612.0, "unit": "pt", "rotation": 90, "coords": "relative"}
     # the upright page's bottom half is the displayed page's left half
     assert page["blocks"][0]["bbox"] == pytest.approx([0, 0, 396.0, 612.0])
+
+
+def test_a_small_upright_page_is_not_turned(tmp_path):
+    """At a tiny page budget body text is a few pixels tall and the line profiles mislead:
+    a 192 x 288 render of an upright page scored its columns 1.4 times its rows. Small
+    images need the strong axis margin (AXIS_RATIO_SMALL), so they stay as they are."""
+    from qwenocr.pages.document import RenderSettings, open_document
+    from tests.support import samples
+
+    pdf = samples.write_pdf(tmp_path / "small.pdf", pages=4, size=(300, 400))
+    with open_document(pdf, timeout=None) as document:
+        for number in range(1, 5):
+            page = document.render(number, RenderSettings(max_image_tokens=64))
+            assert max(page.size) < 1000
+            assert detect(page).turn == 0

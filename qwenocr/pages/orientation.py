@@ -19,7 +19,7 @@ How it decides (the page as rendered: a PDF page's /Rotate is already applied):
    most energy straightens the lines (Postl's method), for rows and for columns; there,
    the profile within each of a few strips is scored by its squared coefficient of
    variation (solid rows such as rules and frames left out). One axis must win by
-   `AXIS_RATIO`; the skew is undone before step 3.
+   `AXIS_RATIO` (`AXIS_RATIO_SMALL` on a small image); the skew is undone before step 3.
 3. Direction (0 against 180, 90 against 270): in Latin-script text the ink above a
    line's x-height band (ascenders: b d f h k l t, capitals, digits) outweighs the ink
    below it (descenders: g j p q y). For each line found in the strips' profiles, the
@@ -62,11 +62,16 @@ SKEWS = tuple(step / 2 for step in range(-8, 9))  # -4 to +4 degrees
 # Strips for the direction (after the skew is undone): columns of text keep apart.
 STRIPS = 4
 # One axis's profile score must beat the other's by this factor. Generated scans give
-# 4 to 17, real ones 1.35 to 1.9 (a typewritten page, a Wikipedia printout, a small page of
-# large type: OCRmyPDF's test scans); 1.3 lets those through, and the direction cues
-# after it still decide: no page turned wrong or upright page turned at 1.3, as at 2.5
-# (benchmarks/bench_orientation.py, generated and --real).
+# 4 to 17, real ones at the usual page budget (1536 visual tokens, about 1100 x 1400 px)
+# 1.35 to 1.9 (a typewritten page, a Wikipedia printout, a small page of large type:
+# OCRmyPDF's test scans): 1.3 lets those through, and the direction cues after it still
+# decide. Below LARGE_SIDE pixels on the long side body text is a few pixels tall and the
+# profiles are not to be trusted that far (an upright 192 x 288 page scored 1 / 0.70 the
+# wrong way): there the axis must win by AXIS_RATIO_SMALL. Measured with
+# benchmarks/bench_orientation.py, generated and --real: no page turned the wrong way.
 AXIS_RATIO = 1.3
+AXIS_RATIO_SMALL = 2.5
+LARGE_SIDE = 1000
 # The direction: the bars of its two cues (see `detect`), over at least this many lines.
 MIN_ASYMMETRY = 0.12
 MIN_ALIGNMENT = 0.25
@@ -304,9 +309,10 @@ def detect(image: "Image.Image") -> Orientation:
     small = mask.reduce(SMALL_FACTOR).point(lambda value: 255 if value >= 85 else 0)
     rows, row_skew, columns, column_skew = _skew_scores(small)
     ratio = rows / columns if columns > 0 else float("inf")
-    if ratio >= AXIS_RATIO:
+    bar = AXIS_RATIO if max(image.size) >= LARGE_SIDE else AXIS_RATIO_SMALL
+    if ratio >= bar:
         sideways, skew = False, row_skew
-    elif ratio > 0 and 1 / ratio >= AXIS_RATIO:
+    elif ratio > 0 and 1 / ratio >= bar:
         sideways, skew = True, column_skew
     else:
         return Orientation(0, "no clear text lines", ink=fraction, axis_ratio=ratio)
