@@ -16,8 +16,12 @@ SECRET = "sk-test-very-secret-key"
 
 def test_pages_in_order_with_concurrency_and_retries(tmp_path):
     pdf = samples.write_pdf(tmp_path / "doc.pdf", pages=8, size=(300, 400))
-    with FakeOpenAIServer(delay=0.05, api_key=SECRET) as server:
-        server.plan = [503, 429, "drop"]  # the first requests fail; retries recover
+    # Each answer takes 0.2 s, far longer than rendering the next page, so that pages are
+    # at the server together; the failures come after the first pages, because a 503 or
+    # 429 makes the client lower its concurrency (adaptive): failing the very first
+    # request made the overlap a matter of timing.
+    with FakeOpenAIServer(delay=0.2, api_key=SECRET) as server:
+        server.plan = ["ok", "ok", "ok", 503, 429, "drop"]  # later requests fail; retries recover
         proc = run_cli(
             "scan",
             pdf,
