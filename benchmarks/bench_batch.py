@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,62 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# One run in a child: load, read every page, print what it measured as one JSON line.
-CHILD = r"""
-import json, sys, threading, time, resource
-from pathlib import Path
-from PIL import Image
-from qwenocr.engines.base import GenerationSettings
-from qwenocr.scan.pipeline import DEFAULT_PROMPT
+import batch_child  # noqa: E402 - found through the path above
 
-model, mmproj, folder, batch, max_tokens, n_ctx = sys.argv[1:7]
-batch, max_tokens, n_ctx = int(batch), int(max_tokens), int(n_ctx)
-pages = []
-for png in sorted(Path(folder).glob("*.png")):
-    with Image.open(png) as image:
-        pages.append(image.convert("RGB"))
-settings = GenerationSettings(max_tokens=max_tokens, temperature=0.0)
-t0 = time.perf_counter()
+# How the child builds the engine (batch_child.py runs it): the bare one-page engine for
+# batch 0, else the batch engine.
+ENGINE = r"""
+model, mmproj, n_ctx = Path(sys.argv[4]), Path(sys.argv[5]), int(sys.argv[6])
 if batch == 0:
     from qwenocr.engines.llamacpp import LlamaCppBackend
-    engine = LlamaCppBackend(Path(model), Path(mmproj), n_ctx=n_ctx)
+    engine = LlamaCppBackend(model, mmproj, n_ctx=n_ctx)
 else:
     from qwenocr.engines.llamacpp_batch import LlamaCppBatchBackend
-    engine = LlamaCppBatchBackend(Path(model), Path(mmproj), batch=batch, n_ctx=n_ctx)
-load_s = time.perf_counter() - t0
-tokens = [0] * len(pages)
-texts = [""] * len(pages)
-lock = threading.Lock()
-queue = list(range(len(pages)))
-
-def worker():
-    while True:
-        with lock:
-            if not queue:
-                return
-            index = queue.pop(0)
-        generation = engine.generate(pages[index], DEFAULT_PROMPT, settings)
-        tokens[index], texts[index] = generation.output_tokens, generation.text
-
-t1 = time.perf_counter()
-threads = [threading.Thread(target=worker) for _ in range(max(batch, 1))]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-wall = time.perf_counter() - t1
-stats = dict(getattr(engine, "stats", {}) or {})
-gpu_mb = None  # on a GPU machine: the card's used memory with this model loaded (one child at a time)
-try:
-    import subprocess
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, timeout=20)
-    gpu_mb = int(smi.stdout.split()[0]) if smi.returncode == 0 else None
-except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-    pass
-engine.close()
-print(json.dumps({"load_s": load_s, "wall_s": wall, "tokens": tokens, "texts": texts, "stats": stats,
-                  "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "gpu_mb": gpu_mb}))
+    engine = LlamaCppBatchBackend(model, mmproj, batch=batch, n_ctx=n_ctx)
 """
 
 
@@ -121,23 +76,10 @@ def checkpoints(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return found
 
 
-def render_pages(folder: Path, pages: int, image_tokens: int) -> None:
-    from qwenocr.pages.document import RenderSettings, open_document
-    from tests.support import samples
-
-    pdf = samples.write_pdf(folder / "doc.pdf", pages=pages, size=(850, 1100))
-    with open_document(pdf) as document:
-        for number in range(1, document.page_count + 1):
-            document.render(number, RenderSettings(max_image_tokens=image_tokens)).save(folder / f"{number:04d}.png")
-
-
 def run_child(ckpt: Dict[str, Any], folder: Path, batch: int, max_tokens: int, n_ctx: int) -> Dict[str, Any]:
-    command = [sys.executable, "-c", CHILD, str(ckpt["gguf"]), str(ckpt["mmproj"]), str(folder)]
-    command += [str(batch), str(max_tokens), str(n_ctx)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if done.returncode != 0:
-        raise SystemExit(f"child failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return batch_child.run_child(
+        ENGINE, folder, batch, max_tokens, [str(ckpt["gguf"]), str(ckpt["mmproj"]), str(n_ctx)]
+    )
 
 
 def main() -> int:
@@ -161,7 +103,7 @@ def main() -> int:
     rows: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        render_pages(folder, args.pages, args.image_tokens)
+        batch_child.render_pages(folder, args.pages, args.image_tokens)
         for ckpt in checkpoints(args):
             runs: Dict[int, List[Dict[str, Any]]] = {b: [] for b in [0, *batches]}
             for _ in range(args.repeats):

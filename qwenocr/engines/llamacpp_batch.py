@@ -56,19 +56,18 @@ import codecs
 import collections
 import ctypes
 import os
-import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Counter, Deque, Dict, List, Optional, Tuple
+from typing import Any, Counter, Dict, List, Optional, Tuple
 
 from PIL import Image
 
 from qwenocr.engines import llamacpp_patches
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.engines.llamacpp import MAX_IMAGE_TOKENS, engine_missing, model_load_error, projector_load_error
-from qwenocr.engines.pagequeue import submit_and_wait
+from qwenocr.engines.pagequeue import PageQueue, PageRequest
 from qwenocr.errors import BackendError
 
 # llama-cpp-python's `Llama` defaults, which the single-page engine runs with: the image
@@ -82,17 +81,13 @@ PIECE_BUFFER = 32
 
 
 @dataclass
-class _Request:
-    """One page: what its caller asked for, and the events the scheduler sends back."""
+class _Request(PageRequest):
+    """One page: what its caller asked for (and, from PageRequest, the events back)."""
 
     rgb: bytes
     size: Tuple[int, int]
     text: bytes  # the rendered chat prompt, with mtmd's media marker for the image
     settings: GenerationSettings
-    # ("piece", text, tokens so far) ... then ("end", finish_reason, tokens) or ("error", message)
-    events: "queue.SimpleQueue[tuple]" = field(default_factory=queue.SimpleQueue)
-    cancelled: bool = False  # set by the caller (on_piece said stop, or it gave up)
-    prompt_tokens: Optional[int] = None
 
 
 @dataclass
@@ -247,10 +242,7 @@ class LlamaCppBatchBackend:
         self._mctx: Any = None
         self._batch: Any = None
         self._thread: Optional[threading.Thread] = None
-        self._cond = threading.Condition()
-        self._waiting: Deque[_Request] = collections.deque()
-        self._closing = False
-        self._broken: Optional[str] = None
+        self._queue: PageQueue[_Request] = PageQueue("llama.cpp")
         # Pages admitted per sequence id so far (continuous batching reuses them).
         self.admissions: Counter[int] = collections.Counter()
         # Where the scheduler's time went (benchmarks/bench_batch.py reports it): seconds in
@@ -408,10 +400,6 @@ class LlamaCppBatchBackend:
         )
         return text.replace(llamacpp_patches.PAGE_URL, self._marker)
 
-    def _refused(self) -> Optional[str]:
-        """Why no page is taken any more (called under the condition), or None."""
-        return (self._broken or "closed") if self._closing or self._broken else None
-
     def generate(
         self,
         image: Image.Image,
@@ -424,14 +412,12 @@ class LlamaCppBatchBackend:
         rgb = image.convert("RGB")
         text = self.render(prompt).encode("utf-8")
         request = _Request(rgb=rgb.tobytes(), size=rgb.size, text=text, settings=settings)
-        page, tokens, finish = submit_and_wait(self._cond, self._waiting, self._refused, "llama.cpp", request, on_piece)
+        page, tokens, finish = self._queue.submit_and_wait(request, on_piece)
         return Generation(text=page, output_tokens=tokens, prompt_tokens=request.prompt_tokens, finish_reason=finish)
 
     def close(self) -> None:
         """Stop the scheduler (pages still waiting or decoding fail) and free the context."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        self._queue.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -458,19 +444,14 @@ class LlamaCppBatchBackend:
         admitted: List[Tuple[_Request, int]] = []  # taken from the queue, not yet live
         try:
             while True:
-                with self._cond:
-                    while not self._closing and not self._waiting and not live:
-                        self._cond.wait()
-                    if self._closing:
-                        break
-                    while self._waiting and free:
-                        request = self._waiting.popleft()
-                        if not request.cancelled:
-                            # The lowest free id: see _step.
-                            seq = min(free)
-                            free.remove(seq)
-                            admitted.append((request, seq))
-                            self.admissions[seq] += 1
+                taken = self._queue.next_pages(busy=bool(live), room=len(free))
+                if taken is None:
+                    break
+                for request in taken:
+                    seq = min(free)  # the lowest free id: see _step
+                    free.remove(seq)
+                    admitted.append((request, seq))
+                    self.admissions[seq] += 1
                 while admitted:
                     request, seq = admitted[0]
                     started = time.perf_counter()
@@ -486,9 +467,7 @@ class LlamaCppBatchBackend:
                     live.remove(sequence)
                     self._release(sequence.seq, sequence)
                     free.append(sequence.seq)
-                with self._cond:
-                    nothing_waits = not self._waiting
-                if nothing_waits:
+                if self._queue.is_empty():
                     self._compact(live, free)
                 if live:
                     started, tokens = time.perf_counter(), len(live)
@@ -501,15 +480,9 @@ class LlamaCppBatchBackend:
                         self._release(sequence.seq, sequence)
                         free.append(sequence.seq)
         except BaseException as error:  # noqa: B036 - a bug here must fail the pages, not hang them
-            self._broken = f"broken ({type(error).__name__}: {error})"
+            self._queue.broken = f"broken ({type(error).__name__}: {error})"
         finally:
-            reason = f"the llama.cpp engine is {self._broken or 'closed'}"
-            with self._cond:
-                self._closing = self._closing or self._broken is not None
-                waiting = list(self._waiting)
-                self._waiting.clear()
-            for request in [s.request for s in live] + [request for request, _ in admitted] + waiting:
-                request.events.put(("error", reason))
+            self._queue.fail_all([s.request for s in live] + [request for request, _ in admitted])
             for sequence in live:
                 try:
                     self._release(sequence.seq, sequence)

@@ -52,31 +52,27 @@ import collections
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Counter, Deque, Dict, List, Optional
+from typing import Any, Counter, Dict, List, Optional
 
 from PIL import Image
 
 from qwenocr.engines.base import Generation, GenerationSettings, PieceCallback
 from qwenocr.engines.mlx import MAX_IMAGE_TOKENS
-from qwenocr.engines.pagequeue import submit_and_wait
+from qwenocr.engines.pagequeue import PageQueue, PageRequest
 
 # `stream_generate`'s repetition-penalty window (mlx-vlm's DEFAULT_REPETITION_CONTEXT_SIZE).
 PENALTY_CONTEXT = 20
 
 
 @dataclass
-class _Request:
-    """One page: what its caller asked for, and the events the scheduler sends back."""
+class _Request(PageRequest):
+    """One page: what its caller asked for (and, from PageRequest, the events back)."""
 
     image: Image.Image
     prompt: str
     settings: GenerationSettings
-    # ("piece", text, tokens so far) ... then ("end", finish_reason, tokens) or ("error", message)
-    events: "queue.SimpleQueue[tuple]" = field(default_factory=queue.SimpleQueue)
-    cancelled: bool = False  # set by the caller (on_piece said stop, or it gave up)
-    prompt_tokens: Optional[int] = None
 
 
 @dataclass
@@ -101,10 +97,7 @@ class MLXBatchBackend:
             raise ValueError(f"batch must be at least 1 (got {batch})")
         self.concurrency = batch
         self.verbose = verbose
-        self._cond = threading.Condition()
-        self._waiting: Deque[_Request] = collections.deque()
-        self._closing = False
-        self._broken: Optional[str] = None
+        self._queue: PageQueue[_Request] = PageQueue("MLX")
         # Pages admitted per row slot so far (continuous batching reuses them).
         self.admissions: Counter[int] = collections.Counter()
         # Where the scheduler's time went (benchmarks/bench_batch_mlx.py reports it):
@@ -123,10 +116,6 @@ class MLXBatchBackend:
             self._thread = None
             raise error
 
-    def _refused(self) -> Optional[str]:
-        """Why no page is taken any more (called under the condition), or None."""
-        return (self._broken or "closed") if self._closing or self._broken else None
-
     def generate(
         self,
         image: Image.Image,
@@ -135,7 +124,7 @@ class MLXBatchBackend:
         on_piece: Optional[PieceCallback] = None,
     ) -> Generation:
         request = _Request(image=image.copy(), prompt=prompt, settings=settings)
-        text, tokens, finish = submit_and_wait(self._cond, self._waiting, self._refused, "MLX", request, on_piece)
+        text, tokens, finish = self._queue.submit_and_wait(request, on_piece)
         # MLXBackend's rule: a page that stopped on its last allowed token ran to length.
         if finish == "stop" and tokens >= settings.max_tokens:
             finish = "length"
@@ -143,9 +132,7 @@ class MLXBatchBackend:
 
     def close(self) -> None:
         """Stop the scheduler (pages still waiting or decoding fail) and free the model."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        self._queue.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -172,16 +159,9 @@ class MLXBatchBackend:
         slots: Dict[int, int] = {}  # uid -> the row slot it took (for `admissions`)
         try:
             while True:
-                with self._cond:
-                    while not self._closing and not self._waiting and not rows:
-                        self._cond.wait()
-                    if self._closing:
-                        break
-                    admitted: List[_Request] = []
-                    while self._waiting and len(rows) + len(admitted) < self.concurrency:
-                        request = self._waiting.popleft()
-                        if not request.cancelled:
-                            admitted.append(request)
+                admitted = self._queue.next_pages(busy=bool(rows), room=self.concurrency - len(rows))
+                if admitted is None:
+                    break
                 for request in admitted:
                     started = time.perf_counter()
                     row = self._admit(request)
@@ -202,15 +182,9 @@ class MLXBatchBackend:
                     rows.pop(uid, None)
                     slots.pop(uid, None)
         except BaseException as error:  # noqa: B036 - a bug here must fail the pages, not hang them
-            self._broken = f"broken ({type(error).__name__}: {error})"
+            self._queue.broken = f"broken ({type(error).__name__}: {error})"
         finally:
-            reason = f"the MLX engine is {self._broken or 'closed'}"
-            with self._cond:
-                self._closing = self._closing or self._broken is not None
-                waiting = list(self._waiting)
-                self._waiting.clear()
-            for request in [row.request for row in rows.values()] + waiting:
-                request.events.put(("error", reason))
+            self._queue.fail_all(row.request for row in rows.values())
             self._free()
 
     def _new_generator(self) -> Any:

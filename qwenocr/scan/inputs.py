@@ -20,7 +20,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from qwenocr.errors import InputError, OutputError, QwenOCRError, UsageError
 from qwenocr.pages.document import IMAGE_SUFFIXES, display_name, open_document, parse_page_ranges, sniff_kind
@@ -81,18 +81,25 @@ def output_names(items: List[CheckedInput], request: ScanRequest, several: bool)
         return {}
     if not (several or out.is_dir()):
         return {items[0].name: out} if items else {}
-    taken: set = set()
+    taken: Set[str] = set()
     names: Dict[str, Path] = {}
     for item in items:
-        stem = "stdin" if item.name == "-" else Path(item.name).stem
-        stem = stem.lstrip(".") or "document"
-        candidate, counter = stem, 1
-        while candidate.lower() in taken:
-            counter += 1
-            candidate = f"{stem}-{counter}"
-        taken.add(candidate.lower())
-        names[item.name] = out / (candidate + extension(request.fmt))
+        stem = unique_stem("stdin" if item.name == "-" else Path(item.name).stem, taken)
+        names[item.name] = out / (stem + extension(request.fmt))
     return names
+
+
+def unique_stem(stem: str, taken: Set[str]) -> str:
+    """`stem` as a file name of ours: no leading dots (never a hidden file, never `..`),
+    and a name not in `taken` (compared without case, for case-insensitive disks: -2,
+    -3... added), which it then joins."""
+    stem = stem.lstrip(".") or "document"
+    candidate, counter = stem, 1
+    while candidate.lower() in taken:
+        counter += 1
+        candidate = f"{stem}-{counter}"
+    taken.add(candidate.lower())
+    return candidate
 
 
 def check_inputs(request: ScanRequest) -> List[CheckedInput]:

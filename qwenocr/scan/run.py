@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TextIO, Tuple
 
 from qwenocr.engines.base import Backend, Generation
 from qwenocr.errors import ExitCode, OutputError, QwenOCRError, UsageError
@@ -22,7 +22,7 @@ from qwenocr.pages.document import open_document
 from qwenocr.scan.checkpoint import Checkpoint, bytes_digest, default_root, file_digest, run_key
 from qwenocr.scan.engine import connect_server, load_engine
 from qwenocr.scan.figures import FigureTarget
-from qwenocr.scan.inputs import CheckedInput, check_inputs, output_names
+from qwenocr.scan.inputs import CheckedInput, check_inputs, output_names, unique_stem
 from qwenocr.scan.model_choice import plan_record, resolve_model
 from qwenocr.scan.output import DocumentInfo, Writer, is_binary, make_writer
 from qwenocr.scan.pipeline import Events, ScanOptions, run_document
@@ -283,7 +283,7 @@ def figure_targets(
     if is_binary(request.fmt) and request.figures is None:  # a PDF keeps its figures: no files unless asked
         return {}
     targets: Dict[str, FigureTarget] = {}
-    taken: set = set()
+    taken: Set[str] = set()
     for item in items:
         out = outputs.get(item.name)
         base = out.parent if out is not None else None
@@ -295,13 +295,7 @@ def figure_targets(
             targets[item.name] = FigureTarget(request.figures, base)
             continue
         stem = out.stem if out is not None else ("stdin" if item.name == "-" else Path(item.name).stem)
-        stem = stem.lstrip(".") or "document"
-        candidate, counter = stem, 1
-        while candidate.lower() in taken:
-            counter += 1
-            candidate = f"{stem}-{counter}"
-        taken.add(candidate.lower())
-        targets[item.name] = FigureTarget(request.figures / candidate, base)
+        targets[item.name] = FigureTarget(request.figures / unique_stem(stem, taken), base)
     return targets
 
 
